@@ -1,0 +1,72 @@
+"""The one configuration object of the service, read from the environment.
+
+Every setting has a ``PATCHSCREEN_`` variable; the two a remote worker needs also answer to the
+conventional ``DATABASE_URL`` and ``REDIS_URL`` so that a worker host can be configured with nothing
+else. Defaults are the embedded ones (SQLite under ``./var``, no Redis, local worker), which are only
+acceptable in development: outside it, ``Settings`` refuses to start with the built-in secret key.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "dev-insecure-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PATCHSCREEN_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("var")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("PATCHSCREEN_DATABASE_URL", "DATABASE_URL")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("PATCHSCREEN_REDIS_URL", "REDIS_URL")
+    )
+    secret_key: str = DEV_SECRET_KEY
+    cookie_secure: bool = False
+
+    # Upload limits: refused with a 4xx before any decoding work is done.
+    max_upload_bytes: int = 30 * 1024 * 1024
+    max_image_pixels: int = 60_000_000
+    min_image_side: int = 256
+    max_aspect_ratio: float = 3.0
+
+    # Model and training defaults.
+    device: str = "auto"
+    default_preset: Literal["small", "full"] = "small"
+    activation_policy: Literal["if_not_worse", "always", "manual"] = "if_not_worse"
+    auto_retrain_after_labels: int = 0  # 0 = automatic retraining off
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> Settings:
+        if self.env == "production":
+            if self.secret_key == DEV_SECRET_KEY or len(self.secret_key) < 32:
+                raise ValueError(
+                    "PATCHSCREEN_SECRET_KEY must be set to a random string of 32+ characters in production"
+                )
+            if not self.cookie_secure:
+                raise ValueError("PATCHSCREEN_COOKIE_SECURE must be true in production (HTTPS only cookies)")
+        return self
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database to use: DATABASE_URL if given, else the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'patchscreen.sqlite3').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
