@@ -25,8 +25,13 @@ def _root() -> None:
     """PatchScreen: diabetic-retinopathy screening from a few labeled patches."""
 
 
+bench_cli = typer.Typer(
+    help="Benchmarks that print their figures (see docs/benchmarks.md).", no_args_is_help=True
+)
+cli.add_typer(bench_cli, name="bench")
+
 for module in (data, bench, server, worker):
-    module.register(cli)
+    module.register(cli, bench_cli)
 
 
 @cli.command()

@@ -1,0 +1,5 @@
+"""Browser pages (filled in by the browser application issue)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
