@@ -1,0 +1,153 @@
+// Prediction view: score, decision and threshold, the blurred heatmap over the image with an opacity
+// slider, a toggle to the raw 8x8 patch probabilities, and the model version that answered.
+import { api, el, fmtNum, showError } from "./api.js";
+
+const result = document.getElementById("predict-result");
+const errorBox = document.getElementById("predict-error");
+const stage = document.getElementById("stage");
+const baseImg = document.getElementById("base-image");
+const heatImg = document.getElementById("heat-image");
+const probGrid = document.getElementById("prob-grid");
+const opacity = document.getElementById("opacity");
+const opacityValue = document.getElementById("opacity-value");
+const rawToggle = document.getElementById("raw-toggle");
+let localUrl = null;
+
+function fitStage() {
+  const header = document.querySelector(".site-header")?.offsetHeight || 0;
+  const toolbar = document.querySelector(".toolbar")?.offsetHeight || 0;
+  const main = document.getElementById("main");
+  const wide = window.innerWidth > 1100;
+  const availW = main.clientWidth - 40 - (wide ? 360 : 0);
+  const availH = window.innerHeight - header - toolbar - 90;
+  stage.style.setProperty("--stage", `${Math.floor(Math.max(320, Math.min(availW, availH, 1200)))}px`);
+}
+
+/** A colour for a probability in [0, 1]: the "hot" ramp used by the server's heatmap, roughly. */
+function colourFor(p) {
+  const t = Math.max(0, Math.min(1, p));
+  const r = Math.round(255 * Math.min(1, t * 2.2));
+  const g = Math.round(255 * Math.max(0, Math.min(1, t * 2.2 - 0.9)));
+  const b = Math.round(255 * Math.max(0, t * 3 - 2));
+  return [r, g, b];
+}
+
+function applyOpacity() {
+  const a = Number(opacity.value) / 100;
+  opacityValue.textContent = `${opacity.value}%`;
+  heatImg.style.opacity = String(a);
+  for (const cell of probGrid.children) {
+    const [r, g, b] = colourFor(Number(cell.dataset.p));
+    cell.style.backgroundColor = `rgba(${r}, ${g}, ${b}, ${a})`;
+  }
+}
+
+function applyRaw() {
+  probGrid.classList.toggle("hidden", !rawToggle.checked);
+  heatImg.classList.toggle("hidden", rawToggle.checked);
+}
+
+function flatProbs(p) {
+  if (!Array.isArray(p)) return [];
+  return Array.isArray(p[0]) ? p.flat() : p;
+}
+
+function show(pred, { name, baseUrl }) {
+  errorBox.replaceChildren();
+  result.classList.remove("hidden");
+  document.getElementById("no-model").classList.add("hidden");
+  const decision = document.getElementById("decision");
+  decision.textContent = pred.diseased ? "Referable: signs of DR" : "No DR detected";
+  decision.className = `decision ${pred.diseased ? "dr" : "nodr"}`;
+  document.getElementById("score").textContent = `${fmtNum(pred.score, 2)} of 64`;
+  document.getElementById("threshold").textContent = fmtNum(pred.threshold, 2);
+  document.getElementById("model-version").textContent = `v${pred.model_version}`;
+  document.getElementById("source-name").textContent = name;
+  baseImg.src = baseUrl;
+  const sep = pred.heatmap_url.includes("?") ? "&" : "?";
+  heatImg.src = `${pred.heatmap_url}${sep}overlay=false`;
+  const probs = flatProbs(pred.patch_probabilities);
+  probGrid.replaceChildren(...probs.map((p, k) => el("div", {
+    dataset: { p, k }, title: `row ${Math.floor(k / 8) + 1}, column ${(k % 8) + 1}: ${fmtNum(p, 3)}`,
+  }, fmtNum(p, 2))));
+  applyOpacity();
+  applyRaw();
+  const links = document.getElementById("result-links");
+  links.replaceChildren(
+    el("a", { class: "btn", href: pred.heatmap_url, target: "_blank", rel: "noopener" }, "Open heatmap PNG"),
+    pred.image_id ? el("a", { class: "btn", href: `/images/${pred.image_id}/label` }, "Label this image") : null,
+  );
+  fitStage();
+}
+
+function showFailure(err, retry) {
+  if (err.status === 409) {
+    // No trained model yet: say what to do rather than show an error.
+    result.classList.add("hidden");
+    const box = document.getElementById("no-model");
+    box.classList.remove("hidden");
+    box.replaceChildren(el("div", { class: "alert info", role: "status" }, err.message, " ",
+      el("a", { href: "/training" }, "Go to Training"), "."));
+    return;
+  }
+  showError(errorBox, `Prediction failed: ${err.message}`, retry);
+}
+
+async function predictLibrary(imageId) {
+  errorBox.replaceChildren(el("p", { class: "muted" }, "Predicting…"));
+  try {
+    const pred = await api("/predict", { method: "POST", json: { image_id: Number(imageId) } });
+    let name = `Image ${imageId}`;
+    try {
+      const img = await api(`/images/${imageId}`);
+      name = img.original_filename || name;
+    } catch { /* the name is cosmetic */ }
+    show({ ...pred, image_id: pred.image_id ?? Number(imageId) }, { name, baseUrl: `/api/v1/images/${imageId}/file` });
+    history.replaceState(null, "", `?image_id=${imageId}`);
+  } catch (err) {
+    showFailure(err, () => predictLibrary(imageId));
+  }
+}
+
+async function predictUpload(file) {
+  errorBox.replaceChildren(el("p", { class: "muted" }, `Predicting ${file.name}…`));
+  const form = new FormData();
+  form.append("file", file, file.name);
+  try {
+    const pred = await api("/predict", { method: "POST", body: form });
+    if (localUrl) URL.revokeObjectURL(localUrl);
+    // The square base the server drew the overlay on, when it offers one; else the local file.
+    localUrl = URL.createObjectURL(file);
+    show(pred, { name: `${file.name} (not stored)`, baseUrl: pred.base_url || pred.image_url || localUrl });
+  } catch (err) {
+    showFailure(err, () => predictUpload(file));
+  }
+}
+
+document.getElementById("upload-predict").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const file = document.getElementById("predict-file").files[0];
+  if (!file) {
+    showError(errorBox, "Choose an image file first.");
+    return;
+  }
+  predictUpload(file);
+});
+
+document.getElementById("library-predict").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const id = document.getElementById("predict-image-id").value;
+  if (!id) {
+    showError(errorBox, "Enter the id of an image of the library.");
+    return;
+  }
+  predictLibrary(id);
+});
+
+opacity.addEventListener("input", applyOpacity);
+rawToggle.addEventListener("change", applyRaw);
+window.addEventListener("resize", fitStage);
+fitStage();
+
+const initial = result.dataset.imageId;
+if (initial) predictLibrary(initial);
