@@ -1,6 +1,6 @@
 // Images page: the library as thumbnails with labeling status, filters, and multi-file upload with a
 // progress bar and an error per file (one bad file never stops the others).
-import { api, el, fmtBytes, fmtNum, itemsOf, showError, uploadFile } from "./api.js";
+import { api, el, fmtBytes, fmtNum, showError, uploadFile } from "./api.js";
 
 const PAGE_SIZE = 48;
 const UPLOAD_CONCURRENCY = 2;
@@ -12,33 +12,30 @@ const pageInfo = document.getElementById("page-info");
 const prevBtn = document.getElementById("prev-page");
 const nextBtn = document.getElementById("next-page");
 const statusSel = document.getElementById("filter-status");
-const qInput = document.getElementById("filter-q");
 
 const params = new URLSearchParams(location.search);
 let page = Math.max(0, Number(params.get("page") || 0));
 statusSel.value = params.get("status") || "";
-qInput.value = params.get("q") || "";
 
-export function labeledCount(img) {
-  return img.labeled_patches ?? img.labeled_count ?? img.n_labeled ?? 0;
-}
 
 function statusBadges(img) {
-  const n = labeledCount(img);
+  const n = img.labeled_patches;
   const out = [];
   out.push(n ? el("span", { class: "badge ok" }, `${n} of 64 labeled`) : el("span", { class: "badge" }, "unlabeled"));
-  const score = img.score ?? img.prediction?.score ?? img.latest_prediction?.score;
-  if (score !== undefined && score !== null) {
-    const dr = img.diseased ?? img.prediction?.diseased ?? img.latest_prediction?.diseased;
-    out.push(el("span", { class: `badge ${dr ? "dr" : "nodr"}`, title: "Latest predicted score" }, `score ${fmtNum(score, 2)}`));
+  const pred = img.latest_prediction;
+  if (pred) {
+    out.push(el("span", {
+      class: `badge ${pred.diseased ? "dr" : "nodr"}`,
+      title: `Latest prediction by model v${pred.model_version} (threshold ${fmtNum(pred.threshold, 2)})`,
+    }, `score ${fmtNum(pred.score, 1)} ${pred.diseased ? "DR" : "no DR"}`));
   }
   return out;
 }
 
 function thumb(img) {
-  const name = img.original_filename || img.filename || `image ${img.id}`;
+  const name = img.original_filename;
   return el("a", { class: "thumb", href: `/images/${img.id}/label`, dataset: { imageId: img.id } },
-    el("img", { src: `/api/v1/images/${img.id}/file?thumb=1`, alt: `Fundus photograph ${name}`, loading: "lazy" }),
+    el("img", { src: `${img.preview_url}?size=256`, alt: `Fundus photograph ${name}`, loading: "lazy" }),
     el("div", { class: "meta" },
       el("span", { class: "fname", title: name }, name),
       el("span", { class: "row" }, statusBadges(img)),
@@ -51,7 +48,6 @@ function thumb(img) {
 function syncUrl() {
   const p = new URLSearchParams();
   if (statusSel.value) p.set("status", statusSel.value);
-  if (qInput.value.trim()) p.set("q", qInput.value.trim());
   if (page) p.set("page", String(page));
   const qs = p.toString();
   history.replaceState(null, "", qs ? `?${qs}` : location.pathname);
@@ -61,7 +57,6 @@ export async function loadImages() {
   errorBox.replaceChildren();
   const p = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(page * PAGE_SIZE) });
   if (statusSel.value) p.set("status", statusSel.value);
-  if (qInput.value.trim()) p.set("q", qInput.value.trim());
   syncUrl();
   let data;
   try {
@@ -70,27 +65,22 @@ export async function loadImages() {
     showError(errorBox, `Could not load the images: ${err.message}`, loadImages);
     return;
   }
-  const items = itemsOf(data);
-  const total = data && Number.isFinite(data.total) ? data.total : null;
+  const items = data.items;
+  const total = data.total;
   grid.replaceChildren(...items.map(thumb));
   if (!items.length) {
     grid.append(el("p", { class: "muted" }, page ? "No more images." : "No images match. Upload some above."));
   }
-  countInfo.textContent = total === null ? `${items.length} shown` : `${total} image${total === 1 ? "" : "s"}`;
-  const pages = total === null ? null : Math.max(1, Math.ceil(total / PAGE_SIZE));
-  pageInfo.textContent = pages ? `Page ${page + 1} of ${pages}` : `Page ${page + 1}`;
+  countInfo.textContent = `${total} image${total === 1 ? "" : "s"}`;
+  const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
+  pageInfo.textContent = `Page ${page + 1} of ${pages}`;
   prevBtn.disabled = page === 0;
-  nextBtn.disabled = pages ? page + 1 >= pages : items.length < PAGE_SIZE;
+  nextBtn.disabled = page + 1 >= pages;
 }
 
 prevBtn.addEventListener("click", () => { page = Math.max(0, page - 1); loadImages(); });
 nextBtn.addEventListener("click", () => { page += 1; loadImages(); });
 statusSel.addEventListener("change", () => { page = 0; loadImages(); });
-let qTimer = null;
-qInput.addEventListener("input", () => {
-  clearTimeout(qTimer);
-  qTimer = setTimeout(() => { page = 0; loadImages(); }, 250);
-});
 document.getElementById("filters").addEventListener("submit", (e) => e.preventDefault());
 
 // ---- upload ----
@@ -137,10 +127,10 @@ function uploadRow(file) {
 async function runOne(job) {
   const { file, row } = job;
   try {
-    const { status, data } = await uploadFile("/images", file, { field: "files", onProgress: row.setProgress });
-    const img = Array.isArray(data) ? data[0] : itemsOf(data)[0] || data;
-    const existed = status === 200 || (img && img.existing === true) || (img && img.created === false);
-    row.done(existed ? "already in the library" : `uploaded (${img?.width ?? "?"}×${img?.height ?? "?"})`);
+    const { data: img } = await uploadFile("/images", file, { field: "files", onProgress: row.setProgress });
+    row.done(img.created === false
+      ? `already in the library (image ${img.id})`
+      : `uploaded as image ${img.id} (${img.width}×${img.height})`);
     uploadedSinceRefresh += 1;
   } catch (err) {
     row.fail(err.message);

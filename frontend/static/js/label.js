@@ -21,6 +21,7 @@ const state = {
   failed: new Array(GRID * GRID).fill(null), // error sentence per cell, null when fine
   others: new Array(GRID * GRID).fill(null).map(() => []), // [{user, label, at}]
   mineMeta: new Array(GRID * GRID).fill(null), // {at}
+  consensus: new Array(GRID * GRID).fill(null), // what training uses (all annotators together)
   suggested: new Set(),
   cursor: 0,
   lastSaved: null,
@@ -120,6 +121,7 @@ function renderCurrent() {
     others.length
       ? el("ul", { class: "keys" }, others.map((o) => el("li", {}, `${o.user}: ${labelName(o.label)}${o.at ? ` (${fmtDate(o.at)})` : ""}`)))
       : el("span", { class: "muted" }, "No other annotator labeled this patch."),
+    others.length ? el("p", { class: "muted" }, `Consensus used for training: ${labelName(state.consensus[k])}`) : null,
   );
 }
 
@@ -163,8 +165,11 @@ async function save(k) {
   renderCell(k);
   renderStatus();
   try {
-    await api(`/images/${imageId}/labels/${r}/${c}`, { method: "PUT", json: { label: value } });
+    const out = await api(`/images/${imageId}/labels/${r}/${c}`, { method: "PUT", json: { label: value } });
     state.saved[k] = value;
+    state.consensus[k] = out.label;
+    const me = document.body.dataset.user;
+    state.others[k] = out.annotations.filter((a) => a.user !== me && a.label).map((a) => ({ user: a.user, label: a.label, at: a.at }));
     state.failed[k] = null;
     state.mineMeta[k] = { at: new Date().toISOString() };
     state.lastSaved = { k, label: value, at: new Date() };
@@ -290,26 +295,16 @@ for (const b of document.querySelectorAll("[data-set]")) {
 
 // ---- loading ----
 
-/** The labels answer: one entry per cell with this user's label and the other annotators' labels. */
+/** GET /images/{id}/labels: per cell, this user's label ("mine") and every annotator's current one. */
 function applyLabels(data) {
   const me = document.body.dataset.user;
-  const entries = data.cells ?? data.labels ?? data.grid ?? [];
-  const flat = Array.isArray(entries[0]) ? entries.flat() : entries;
-  for (const e of flat) {
-    if (!e) continue;
-    const k = idx(e.row, e.col);
-    const annotators = e.annotators ?? e.by_user ?? [];
-    const others = [];
-    for (const a of annotators) {
-      const who = a.username ?? a.user ?? a.user_name;
-      if (who === me) {
-        state.saved[k] = state.desired[k] = a.label ?? null;
-        state.mineMeta[k] = { at: a.created_at ?? a.at };
-      } else if (a.label) {
-        others.push({ user: who, label: a.label, at: a.created_at ?? a.at });
-      }
-    }
-    state.others[k] = others;
+  for (const cell of data.cells) {
+    const k = idx(cell.row, cell.col);
+    state.saved[k] = state.desired[k] = cell.mine;
+    const mine = cell.annotations.find((a) => a.user === me);
+    state.mineMeta[k] = mine ? { at: mine.at } : null;
+    state.others[k] = cell.annotations.filter((a) => a.user !== me && a.label).map((a) => ({ user: a.user, label: a.label, at: a.at }));
+    state.consensus[k] = cell.label;
   }
 }
 
@@ -320,7 +315,7 @@ async function loadLabels() {
 
 async function loadImageInfo() {
   const img = await api(`/images/${imageId}`);
-  const name = img.original_filename || img.filename || `Image ${imageId}`;
+  const name = img.original_filename;
   document.getElementById("image-title").textContent = name;
   document.title = `Label ${name} · PatchScreen`;
 }
@@ -329,7 +324,7 @@ async function loadNeighbours() {
   // The order of the images page (newest first); fine for the few thousand images of a site.
   const ids = [];
   for (let offset = 0; offset < 5000; offset += 200) {
-    const page = itemsOf(await api(`/images?limit=200&offset=${offset}`));
+    const page = (await api(`/images?limit=200&offset=${offset}`)).items;
     ids.push(...page.map((i) => String(i.id)));
     if (page.length < 200) break;
   }

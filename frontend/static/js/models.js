@@ -18,17 +18,14 @@ function metric(m, ...keys) {
 }
 
 function trainingCounts(mv) {
-  const s = mv.training_summary || mv.training_data || {};
+  const s = mv.training_summary || {};
   const parts = [];
-  const lab = s.labeled_patches ?? s.n_labeled ?? null;
-  const d = s.diseased_patches ?? s.n_diseased ?? s.labeled_diseased ?? null;
-  const h = s.healthy_patches ?? s.n_healthy ?? s.labeled_healthy ?? null;
-  const imgs = s.images ?? s.n_images ?? null;
-  const unl = s.unlabeled_patches ?? s.n_unlabeled ?? null;
-  if (lab !== null) parts.push(`${lab} labeled patches`);
-  if (d !== null || h !== null) parts.push(`${d ?? "?"} diseased / ${h ?? "?"} healthy`);
-  if (unl !== null) parts.push(`${unl} unlabeled`);
-  if (imgs !== null) parts.push(`${imgs} images`);
+  if (s.n_labeled_patches !== undefined) parts.push(`${s.n_labeled_patches} labeled patches`);
+  if (s.n_diseased_patches !== undefined || s.n_healthy_patches !== undefined) {
+    parts.push(`${s.n_diseased_patches ?? "?"} diseased / ${s.n_healthy_patches ?? "?"} healthy`);
+  }
+  if (s.n_unlabeled_patches !== undefined) parts.push(`${s.n_unlabeled_patches} unlabeled`);
+  if (s.n_images !== undefined) parts.push(`${s.n_images} images`);
   return parts.join(", ") || "–";
 }
 

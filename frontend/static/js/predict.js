@@ -11,7 +11,6 @@ const probGrid = document.getElementById("prob-grid");
 const opacity = document.getElementById("opacity");
 const opacityValue = document.getElementById("opacity-value");
 const rawToggle = document.getElementById("raw-toggle");
-let localUrl = null;
 
 function fitStage() {
   const header = document.querySelector(".site-header")?.offsetHeight || 0;
@@ -52,7 +51,7 @@ function flatProbs(p) {
   return Array.isArray(p[0]) ? p.flat() : p;
 }
 
-function show(pred, { name, baseUrl }) {
+function show(pred, name) {
   errorBox.replaceChildren();
   result.classList.remove("hidden");
   document.getElementById("no-model").classList.add("hidden");
@@ -63,9 +62,10 @@ function show(pred, { name, baseUrl }) {
   document.getElementById("threshold").textContent = fmtNum(pred.threshold, 2);
   document.getElementById("model-version").textContent = `v${pred.model_version}`;
   document.getElementById("source-name").textContent = name;
-  baseImg.src = baseUrl;
-  const sep = pred.heatmap_url.includes("?") ? "&" : "?";
-  heatImg.src = `${pred.heatmap_url}${sep}overlay=false`;
+  // The square image the heatmap is drawn on is the overlay at alpha 0 (for stored images and for
+  // uploads that were not stored alike); the bare heatmap goes on top with the slider's opacity.
+  baseImg.src = `${pred.heatmap_url}?overlay=true&alpha=0`;
+  heatImg.src = `${pred.heatmap_url}?overlay=false`;
   const probs = flatProbs(pred.patch_probabilities);
   probGrid.replaceChildren(...probs.map((p, k) => el("div", {
     dataset: { p, k }, title: `row ${Math.floor(k / 8) + 1}, column ${(k % 8) + 1}: ${fmtNum(p, 3)}`,
@@ -102,7 +102,7 @@ async function predictLibrary(imageId) {
       const img = await api(`/images/${imageId}`);
       name = img.original_filename || name;
     } catch { /* the name is cosmetic */ }
-    show({ ...pred, image_id: pred.image_id ?? Number(imageId) }, { name, baseUrl: `/api/v1/images/${imageId}/file` });
+    show(pred, name);
     history.replaceState(null, "", `?image_id=${imageId}`);
   } catch (err) {
     showFailure(err, () => predictLibrary(imageId));
@@ -115,10 +115,7 @@ async function predictUpload(file) {
   form.append("file", file, file.name);
   try {
     const pred = await api("/predict", { method: "POST", body: form });
-    if (localUrl) URL.revokeObjectURL(localUrl);
-    // The square base the server drew the overlay on, when it offers one; else the local file.
-    localUrl = URL.createObjectURL(file);
-    show(pred, { name: `${file.name} (not stored)`, baseUrl: pred.base_url || pred.image_url || localUrl });
+    show(pred, `${file.name} (not stored)`);
   } catch (err) {
     showFailure(err, () => predictUpload(file));
   }

@@ -17,19 +17,20 @@ let timer = null;
 function progressOf(job) {
   const p = job.progress || {};
   const epoch = p.epoch ?? null;
-  const epochs = p.epochs ?? p.total_epochs ?? job.epochs ?? null;
-  const it = p.iteration ?? p.step ?? null;
-  const its = p.iterations ?? p.total_iterations ?? null;
-  let frac = p.fraction ?? null;
+  const epochs = p.epochs ?? job.epochs ?? null;
+  const it = p.iteration ?? null; // counted over the whole run, not per epoch
+  const its = p.iterations ?? null;
+  let frac = null;
   if (frac === null && it !== null && its) frac = it / its;
   if (frac === null && epoch !== null && epochs) frac = epoch / epochs;
   if (job.status === "succeeded") frac = 1;
   return {
     epoch, epochs, it, its, frac,
     losses: p.losses || {},
-    valAuc: p.val_auc ?? p.val_patch_auc ?? null,
-    itPerS: p.it_per_s ?? p.iterations_per_s ?? null,
-    eta: p.eta_s ?? p.eta_seconds ?? null,
+    valAuc: p.val_patch_auc ?? null,
+    valImageAuc: p.val_image_auc ?? null,
+    itPerS: p.it_per_s ?? null,
+    eta: p.eta_s ?? null,
     message: p.message ?? null,
   };
 }
@@ -51,7 +52,8 @@ function renderCard(job) {
     ["Iteration", pr.it !== null ? `${pr.it}${pr.its ? ` of ${pr.its}` : ""}` : "–"],
     ["Speed", pr.itPerS !== null ? `${fmtNum(pr.itPerS, 1)} it/s` : "–"],
     ["Time left", ACTIVE.has(job.status) ? fmtDuration(pr.eta) : "–"],
-    ["Validation AUC", fmtNum(pr.valAuc, 3)],
+    ["Validation AUC (patch)", fmtNum(pr.valAuc, 3)],
+    ["Validation AUC (image)", fmtNum(pr.valImageAuc, 3)],
     ...Object.entries(pr.losses).map(([k, v]) => [`Loss ${k}`, fmtNum(v, 4)]),
     ["Worker", job.worker_host ? `${job.worker_host} (${job.worker_device || "?"})` : "–"],
     ["Started", fmtDate(job.started_at)],
