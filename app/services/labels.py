@@ -1,0 +1,189 @@
+"""Patch labels: an append-only history, a current label per annotator, and a consensus for training.
+
+Every change (set or clear) is a new ``patch_labels`` row; nothing is updated or deleted. For each
+patch and annotator the current label is that annotator's latest row (``NULL`` = cleared).
+
+Consensus (what training uses), per patch, over the annotators' current, non-cleared labels:
+1. if any admin has a current label, the most recent admin label wins (an admin adjudicates);
+2. otherwise the majority label among annotators;
+3. a tie (or no label at all) leaves the patch unlabeled (-1).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import Image, PatchLabel, User
+from app.services.errors import Invalid, NotFound
+
+GRID = 8
+LABEL_NAMES = {0: "healthy", 1: "diseased"}
+LABEL_VALUES = {"healthy": 0, "diseased": 1}
+
+
+@dataclass(frozen=True)
+class Vote:
+    user_id: int
+    username: str
+    role: str
+    label: int | None
+    at: datetime
+    label_id: int
+
+
+@dataclass
+class Cell:
+    row: int
+    col: int
+    votes: dict[int, Vote]  # user id -> that annotator's current label (latest row, maybe cleared)
+    last: Vote | None  # the latest change by anyone
+
+    @property
+    def consensus(self) -> int:
+        return consensus_of(self.votes.values())
+
+
+def consensus_of(votes) -> int:
+    live = [v for v in votes if v.label is not None]
+    admin = [v for v in live if v.role == "admin"]
+    if admin:
+        return max(admin, key=lambda v: v.label_id).label  # type: ignore[return-value]
+    counts = Counter(v.label for v in live).most_common()
+    if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
+        return -1
+    return counts[0][0]  # type: ignore[return-value]
+
+
+def parse_label(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if value not in LABEL_VALUES:
+        raise Invalid(f'Unknown label {value!r}: use "healthy", "diseased" or null.')
+    return LABEL_VALUES[value]
+
+
+def check_cell(row: int, col: int) -> None:
+    if not (0 <= row < GRID and 0 <= col < GRID):
+        raise Invalid(f"Patch ({row}, {col}) is outside the 8x8 grid: row and col go from 0 to 7.")
+
+
+def _live_image(session: Session, image_id: int, *, lock: bool = False) -> Image:
+    q = select(Image).where(Image.id == image_id)
+    if lock:  # serialises label writes per image on PostgreSQL (SQLite: BEGIN IMMEDIATE does it)
+        q = q.with_for_update()
+    image = session.scalar(q)
+    if image is None or image.deleted_at is not None:
+        raise NotFound(f"No image with id {image_id} (unknown or deleted).")
+    return image
+
+
+def _rows(session: Session, image_ids, *, max_label_id: int | None = None):
+    q = (
+        select(
+            PatchLabel.id,
+            PatchLabel.image_id,
+            PatchLabel.row,
+            PatchLabel.col,
+            PatchLabel.label,
+            PatchLabel.user_id,
+            PatchLabel.created_at,
+            User.username,
+            User.role,
+        )
+        .join(User, User.id == PatchLabel.user_id)
+        .order_by(PatchLabel.id)
+    )
+    if image_ids is not None:
+        q = q.where(PatchLabel.image_id.in_(list(image_ids)))
+    if max_label_id is not None:
+        q = q.where(PatchLabel.id <= max_label_id)
+    return session.execute(q)
+
+
+def cells_by_image(session: Session, image_ids=None, *, max_label_id: int | None = None) -> dict[int, dict]:
+    """image id -> {(row, col): Cell} from the history (later rows replace earlier ones per user)."""
+    out: dict[int, dict[tuple[int, int], Cell]] = {}
+    for r in _rows(session, image_ids, max_label_id=max_label_id):
+        vote = Vote(r.user_id, r.username, r.role, r.label, r.created_at, r.id)
+        cell = out.setdefault(r.image_id, {}).setdefault((r.row, r.col), Cell(r.row, r.col, {}, None))
+        cell.votes[r.user_id] = vote
+        cell.last = vote
+    return out
+
+
+def grid(session: Session, image_id: int) -> dict[tuple[int, int], Cell]:
+    _live_image(session, image_id)
+    return cells_by_image(session, [image_id]).get(image_id, {})
+
+
+def history(session: Session, image_id: int) -> list[PatchLabel]:
+    _live_image(session, image_id)
+    return list(
+        session.scalars(select(PatchLabel).where(PatchLabel.image_id == image_id).order_by(PatchLabel.id))
+    )
+
+
+def set_labels(
+    session: Session, image_id: int, changes: list[tuple[int, int, int | None]], user: User
+) -> dict[tuple[int, int], Cell]:
+    """Append one history row per change, all in one transaction (all or nothing); returns the new grid."""
+    for r, c, _ in changes:
+        check_cell(r, c)
+    image = _live_image(session, image_id, lock=True)
+    rows = [PatchLabel(image_id=image.id, row=r, col=c, label=lab, user_id=user.id) for r, c, lab in changes]
+    session.add_all(rows)
+    session.flush()
+    cells = cells_by_image(session, [image.id]).get(image.id, {})
+    image.labeled_count = sum(1 for cell in cells.values() if cell.consensus != -1)
+    session.commit()
+    return cells
+
+
+def consensus_labels(
+    session: Session, *, max_label_id: int | None = None, image_ids=None
+) -> dict[int, np.ndarray]:
+    """Per live image with at least one label: its (64,) int8 consensus labels (-1 unlabeled).
+
+    ``max_label_id`` replays the history up to a snapshot (a training job records the largest
+    label id it saw, so the model version states exactly which labels it learned from).
+    """
+    cells = cells_by_image(session, image_ids, max_label_id=max_label_id)
+    live = set(session.scalars(select(Image.id).where(Image.deleted_at.is_(None), Image.id.in_(list(cells)))))
+    out: dict[int, np.ndarray] = {}
+    for image_id, by_cell in cells.items():
+        if image_id not in live:
+            continue
+        labels = np.full(GRID * GRID, -1, dtype=np.int8)
+        for (r, c), cell in by_cell.items():
+            labels[r * GRID + c] = cell.consensus
+        out[image_id] = labels
+    return out
+
+
+def label_snapshot(session: Session) -> dict:
+    """What a training job records before it starts: the history cut-off and the label ids in effect."""
+    cells = cells_by_image(session)
+    max_id = session.scalar(select(PatchLabel.id).order_by(PatchLabel.id.desc()).limit(1)) or 0
+    ids = sorted(
+        v.label_id
+        for by_cell in cells.values()
+        for cell in by_cell.values()
+        for v in cell.votes.values()
+        if v.label is not None
+    )
+    consensus = consensus_labels(session, max_label_id=max_id)
+    n_pos = int(sum((a == 1).sum() for a in consensus.values()))
+    n_neg = int(sum((a == 0).sum() for a in consensus.values()))
+    return {
+        "max_label_id": max_id,
+        "label_ids": ids,
+        "images": len(consensus),
+        "diseased_patches": n_pos,
+        "healthy_patches": n_neg,
+    }
