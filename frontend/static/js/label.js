@@ -117,12 +117,15 @@ function renderCurrent() {
   document.getElementById("cell-mine").textContent =
     `Your label: ${labelName(state.desired[k])}` + (meta?.at && state.desired[k] === state.saved[k] ? ` (${fmtDate(meta.at)})` : "");
   const others = state.others[k];
-  document.getElementById("cell-others").replaceChildren(
-    others.length
-      ? el("ul", { class: "keys" }, others.map((o) => el("li", {}, `${o.user}: ${labelName(o.label)}${o.at ? ` (${fmtDate(o.at)})` : ""}`)))
-      : el("span", { class: "muted" }, "No other annotator labeled this patch."),
-    others.length ? el("p", { class: "muted" }, `Consensus used for training: ${labelName(state.consensus[k])}`) : null,
-  );
+  const box = document.getElementById("cell-others");
+  if (!others.length) {
+    box.replaceChildren(el("span", { class: "muted" }, "No other annotator labeled this patch."));
+  } else {
+    box.replaceChildren(
+      el("ul", { class: "keys" }, others.map((o) => el("li", {}, `${o.user}: ${labelName(o.label)}${o.at ? ` (${fmtDate(o.at)})` : ""}`))),
+      el("p", { class: "muted" }, `Consensus used for training: ${labelName(state.consensus[k])}`),
+    );
+  }
 }
 
 function renderStatus() {

@@ -54,6 +54,7 @@ function flatProbs(p) {
 function show(pred, name) {
   errorBox.replaceChildren();
   result.classList.remove("hidden");
+  document.getElementById("recent").classList.add("hidden");
   document.getElementById("no-model").classList.add("hidden");
   const decision = document.getElementById("decision");
   decision.textContent = pred.diseased ? "Referable: signs of DR" : "No DR detected";
@@ -146,5 +147,32 @@ rawToggle.addEventListener("change", applyRaw);
 window.addEventListener("resize", fitStage);
 fitStage();
 
+async function showActiveModel() {
+  const line = document.getElementById("active-model");
+  try {
+    const active = (await api("/models")).find((m) => m.active);
+    line.textContent = active
+      ? `Active model: version ${active.version} (${active.method}, threshold ${fmtNum(active.threshold, 2)})`
+      : "No model is active yet: label patches and train one on the Training page.";
+  } catch (err) {
+    line.textContent = `Active model unknown: ${err.message}`;
+  }
+}
+
+async function showRecent() {
+  // Something to click on when the page is opened without an image.
+  try {
+    const { items } = await api("/images?limit=12");
+    if (!items.length) return;
+    document.getElementById("recent-grid").replaceChildren(...items.map((img) => el("button", {
+      type: "button", title: `Predict ${img.original_filename}`,
+      onclick: () => { document.getElementById("predict-image-id").value = img.id; predictLibrary(img.id); },
+    }, el("img", { src: `${img.preview_url}?size=128`, alt: "" }), el("span", {}, img.original_filename))));
+    document.getElementById("recent").classList.remove("hidden");
+  } catch { /* the list is a convenience */ }
+}
+
+showActiveModel();
 const initial = result.dataset.imageId;
 if (initial) predictLibrary(initial);
+else showRecent();
