@@ -192,14 +192,19 @@ def dispatch(session: Session, job: TrainingJob, settings: Settings) -> None:
         return
     import redis
 
-    from app.worker.celery_app import celery_app, training_queue
+    from app.worker.celery_app import celery_for, training_queue
 
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
         queue = training_queue(client)
         task_id = f"training-job-{job.id}-{int(time.time() * 1000)}"
-        celery_app.send_task(
-            "patchscreen.run_training_job", args=[job.id], queue=queue, task_id=task_id, retry=False
+        celery_for(settings.redis_url).send_task(
+            "patchscreen.run_training_job",
+            args=[job.id],
+            queue=queue,
+            task_id=task_id,
+            retry=False,
+            ignore_result=True,
         )
     except Exception as exc:
         raise QueueUnavailable(_redis_down_message(settings.redis_url, exc)) from exc

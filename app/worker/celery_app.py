@@ -14,6 +14,7 @@ without a GPU still trains and a site with one never trains on a CPU worker by a
 from __future__ import annotations
 
 import socket
+from functools import lru_cache
 
 from celery import Celery
 
@@ -53,6 +54,18 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 celery_app = make_celery()
+
+
+@lru_cache(maxsize=8)
+def celery_for(redis_url: str) -> Celery:
+    """The app that sends to ``redis_url`` (the API's Settings may differ from the environment's).
+
+    Tasks are ``shared_task``s, so every app built here knows them too.
+    """
+    env = get_settings().redis_url
+    if redis_url == env:
+        return celery_app
+    return make_celery(Settings(redis_url=redis_url))
 
 
 def announce_queues(redis_client, queues: list[str], host: str | None = None) -> None:

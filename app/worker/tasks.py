@@ -11,12 +11,12 @@ import logging
 from functools import lru_cache
 from typing import Any
 
+from celery import shared_task
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import get_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.services import training
-from app.worker.celery_app import celery_app
 
 log = logging.getLogger("patchscreen.worker")
 
@@ -27,7 +27,9 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
     return make_sessionmaker(make_engine(url or get_settings().resolved_database_url))
 
 
-@celery_app.task(name="patchscreen.run_training_job", acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    name="patchscreen.run_training_job", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def run_training_job(job_id: int) -> str:
     """Train, evaluate, register and (by policy) activate; returns the job's final status."""
     status = training.run_job(job_id, session_factory(), settings=get_settings())
@@ -35,7 +37,7 @@ def run_training_job(job_id: int) -> str:
     return status
 
 
-@celery_app.task(name="patchscreen.bench_paper_cell", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name="patchscreen.bench_paper_cell", acks_late=True, reject_on_worker_lost=True)
 def bench_paper_cell(cell: dict[str, Any], options: dict[str, Any]) -> list[dict[str, Any]]:
     """One (method, labeled count, sampling) cell of the paper protocol, run by ml.bench.paper."""
     from app.worker.bench import run_cell
