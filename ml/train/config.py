@@ -1,0 +1,96 @@
+"""Model and training configuration, with named presets.
+
+Two presets matter to users: ``"full"`` is the method as published (conv-large discriminator of
+96/192 channels, DCGAN-style generator from 4x4x512, 1200 epochs) and is the default on a GPU;
+``"small"`` narrows both networks (16/32 channels in D, 64 at the generator's root), halves the
+batch and caps an epoch at 20 iterations (600 in all) so that a CPU-only installation can
+retrain in a few minutes. ``"tiny"`` exists for tests and for building throw-away checkpoints in
+a few seconds; it is not meant to screen anything.
+Both dataclasses are plain data so that a checkpoint can carry them (``asdict`` / ``from_dict``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_classes: int = 2  # K real classes (healthy, diseased); the fake class has a fixed 0 logit
+    d_widths: tuple[int, int] = (96, 192)  # Table 3: 96-channel then 192-channel blocks
+    g_base: int = 512  # Table 4 adapted: 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x3
+    noise_dim: int = 100
+    input_dropout: float = 0.2
+    dropout: float = 0.5
+    model_res: int = 32
+    resnet_width: int = 64  # ResNet34 baseline stem width (64 as published)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(**_known(cls, d, tuples=("d_widths",)))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1200
+    batch_size: int = 100
+    lr: float = 3e-4
+    beta1: float = 0.5
+    lr_decay_start: float = 2 / 3  # fraction of training after which the lr falls linearly to 0
+    ema_decay: float = 0.999
+    augment: bool = True
+    crop_pad: int = 2  # random pad-and-crop translation in pixels
+    seed: int = 0
+    # An epoch is one pass over the unlabeled patches (labeled ones tiled to the same length);
+    # capping iterations per epoch is how CPU presets and learning curves shorten training.
+    max_iters_per_epoch: int | None = None
+    eval_every: int = 10  # epochs between validation evaluations (checkpoint selection)
+    select_on_val: bool = True  # keep the EMA weights with the best validation AUC
+    target_sensitivity: float = 0.87
+    unlabeled_weight: float = 1.0
+    # Supervised baselines (Table 5 for ResNet34): these apply only to ml.train.supervised.
+    sup_lr: float = 1e-5
+    patience: int = 20
+    plateau_patience: int = 10
+    weight_decay: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**_known(cls, d))
+
+
+PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
+    "full": (ModelConfig(), TrainConfig()),
+    "small": (
+        ModelConfig(d_widths=(16, 32), g_base=64, resnet_width=8),
+        TrainConfig(epochs=30, batch_size=50, max_iters_per_epoch=20, eval_every=5),
+    ),
+    "tiny": (
+        ModelConfig(d_widths=(8, 16), g_base=32, resnet_width=8),
+        TrainConfig(epochs=3, batch_size=32, max_iters_per_epoch=4, eval_every=1, ema_decay=0.9),
+    ),
+}
+
+
+def preset(name: str, **train_overrides: Any) -> tuple[ModelConfig, TrainConfig]:
+    """The named preset, with TrainConfig fields overridden (e.g. ``epochs=5``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    model, train = PRESETS[name]
+    return model, replace(train, **train_overrides)
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _known(cls: type, d: dict[str, Any], tuples: tuple[str, ...] = ()) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: tuple(v) if k in tuples else v for k, v in d.items() if k in names}

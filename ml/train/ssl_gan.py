@@ -1,0 +1,252 @@
+"""Training the patch SSL-GAN (feature matching, Salimans et al. 2016) as in the method's Table 6.
+
+One iteration: a discriminator step on a batch of labeled patches (cross entropy over the K real
+classes), a batch of unlabeled patches and a batch of generated patches (the real-vs-fake term),
+then a generator step (feature matching against another unlabeled batch), then the EMA update of
+D's weights. An epoch is one pass over the unlabeled patches; the labeled patches are tiled to the
+same length. Adam (lr 3e-4, beta1 0.5), lr linear to 0 over the last third. Every evaluation and
+the returned model use the EMA weights; with validation data the best EMA snapshot (validation
+image AUC, then patch AUC) is kept, because GAN training can collapse late in a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ml.models.discriminator import Discriminator
+from ml.models.generator import Generator
+from ml.train.augment import pad_crop_flip
+from ml.train.config import ModelConfig, TrainConfig, preset
+from ml.train.ema import EMA
+from ml.train.loop import (
+    Progress,
+    Reporter,
+    TrainData,
+    TrainingCancelled,
+    TrainResult,
+    data_dependent_init,
+    epoch_indices,
+    evaluate,
+    init_weights,
+    lr_factor,
+    pick_threshold,
+    resolve_device,
+    selection_key,
+    to_model_input,
+)
+from ml.train.losses import feature_matching_loss, supervised_loss, unsupervised_loss
+
+
+def default_configs(device: torch.device) -> tuple[ModelConfig, TrainConfig]:
+    """The full model on a GPU, the small preset on a CPU."""
+    return preset("full" if device.type == "cuda" else "small")
+
+
+def labeled_arrays(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
+    flat = data.patches.reshape(-1, *data.patches.shape[-3:])
+    labels = data.patch_labels.reshape(-1)
+    keep = labels >= 0
+    y = labels[keep].astype(np.int64)
+    if not ((y == 0).any() and (y == 1).any()):
+        raise ValueError(
+            f"training needs at least one healthy and one diseased labeled patch; got "
+            f"{int((y == 0).sum())} healthy and {int((y == 1).sum())} diseased"
+        )
+    return flat[keep], y
+
+
+def unlabeled_array(data: TrainData) -> np.ndarray:
+    flat = data.patches.reshape(-1, *data.patches.shape[-3:])
+    if data.extra_unlabeled is not None and len(data.extra_unlabeled):
+        flat = np.concatenate([flat, data.extra_unlabeled])
+    return flat
+
+
+def iters_per_epoch(n_unlabeled: int, cfg: TrainConfig) -> int:
+    n = max(1, n_unlabeled // cfg.batch_size)
+    return min(n, cfg.max_iters_per_epoch) if cfg.max_iters_per_epoch else n
+
+
+class SSLGANStep:
+    """One training iteration, kept apart from the loop so the speed benchmark times the same code."""
+
+    def __init__(
+        self,
+        d: Discriminator,
+        g: Generator,
+        cfg: TrainConfig,
+        device: torch.device,
+        gen: torch.Generator | None = None,
+        fused: bool = False,
+    ) -> None:
+        self.d, self.g, self.cfg, self.device, self.gen = d, g, cfg, device, gen
+        kw = {"fused": True} if fused else {}
+        self.opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), **kw)
+        self.opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), **kw)
+
+    def set_lr(self, factor: float) -> None:
+        for opt in (self.opt_d, self.opt_g):
+            for group in opt.param_groups:
+                group["lr"] = self.cfg.lr * factor
+
+    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_model_input(x)
+        return pad_crop_flip(x, self.cfg.crop_pad, self.gen) if self.cfg.augment else x
+
+    def __call__(
+        self, x_lab: torch.Tensor, y_lab: torch.Tensor, x_unl: torch.Tensor, x_unl2: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Inputs are uint8 batches on the device; returns the losses as (unsynced) tensors."""
+        d, g, bs = self.d, self.g, x_unl.shape[0]
+        # Discriminator step: one forward over [labeled | unlabeled | generated] (D has no batch norm).
+        with torch.no_grad():
+            x_gen = g(g.sample_noise(bs, self.device, self.gen))
+        xl, xu = self._aug(x_lab), self._aug(x_unl)
+        logits, _ = d(torch.cat([xl, xu, x_gen]))
+        l_lab, l_unl, l_gen = logits.split([xl.shape[0], bs, bs])
+        loss_sup = supervised_loss(l_lab, y_lab)
+        loss_unsup = unsupervised_loss(l_unl, l_gen)
+        loss_d = loss_sup + self.cfg.unlabeled_weight * loss_unsup
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        # Generator step: feature matching against another unlabeled batch; D's weights get no grads.
+        d.requires_grad_(False)
+        with torch.no_grad():
+            _, f_real = d(self._aug(x_unl2))
+        _, f_fake = d(g(g.sample_noise(bs, self.device, self.gen)))
+        loss_g = feature_matching_loss(f_real, f_fake)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        d.requires_grad_(True)
+        with torch.no_grad():
+            acc = (l_lab.argmax(1) == y_lab).float().mean()
+        return {
+            "d_sup": loss_sup.detach(),
+            "d_unsup": loss_unsup.detach(),
+            "g_fm": loss_g.detach(),
+            "train_acc": acc,
+        }
+
+
+def init_networks(
+    d: Discriminator,
+    g: Generator,
+    x_unl: torch.Tensor,
+    gen: torch.Generator,
+    device: torch.device,
+    n: int = 500,
+) -> None:
+    """N(0, 0.05) weights, zero biases, then weight norm's data-dependent init on one batch."""
+    init_weights(d)
+    init_weights(g)
+    batch = to_model_input(x_unl[torch.randperm(len(x_unl), generator=gen)[:n].to(device)])
+    data_dependent_init(d, lambda: d(batch))
+    z = g.sample_noise(min(n, 256), device)
+    data_dependent_init(g, lambda: g(z))
+
+
+def train(
+    data: TrainData,
+    cfg: TrainConfig | None = None,
+    device: str | torch.device | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    model_cfg: ModelConfig | None = None,
+) -> TrainResult:
+    """Train the SSL-GAN on ``data``; returns the (selected) EMA discriminator and its threshold.
+
+    Missing configs come from the device's default preset (``full`` on CUDA, ``small`` on CPU).
+    ``should_stop`` is polled every iteration; when it returns True, ``TrainingCancelled`` is raised.
+    Deterministic for a given seed on CPU.
+    """
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    default_model, default_train = default_configs(dev)
+    cfg, model_cfg = cfg or default_train, model_cfg or default_model
+    x_lab_np, y_lab_np = labeled_arrays(data)
+    x_unl_np = unlabeled_array(data)
+
+    torch.manual_seed(cfg.seed)
+    host_gen = torch.Generator().manual_seed(cfg.seed)  # batch order: identical on every device
+    dev_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+    d, g = Discriminator(model_cfg).to(dev), Generator(model_cfg).to(dev)
+    x_lab = torch.from_numpy(x_lab_np).to(dev)  # data stays on the device as uint8
+    y_lab = torch.from_numpy(y_lab_np).to(dev)
+    x_unl = torch.from_numpy(x_unl_np).to(dev)
+    init_networks(d, g, x_unl, host_gen, dev)
+    ema = EMA(d, cfg.ema_decay)
+    step = SSLGANStep(d, g, cfg, dev, dev_gen, fused=dev.type == "cuda")
+    ipe = iters_per_epoch(len(x_unl_np), cfg)
+    total = cfg.epochs * ipe
+    bs = cfg.batch_size
+    report = Reporter(cfg.epochs, ipe, on_progress)
+
+    best_key, best_state, best_epoch, best_val = None, None, cfg.epochs, None
+    history: list[dict] = []
+    it = 0
+    d.train()
+    g.train()
+    for epoch in range(1, cfg.epochs + 1):
+        il = epoch_indices(len(x_lab_np), ipe * bs, host_gen).to(dev)
+        iu = epoch_indices(len(x_unl_np), ipe * bs, host_gen).to(dev)
+        iu2 = epoch_indices(len(x_unl_np), ipe * bs, host_gen).to(dev)
+        sums: dict[str, torch.Tensor] = {}
+        for b in range(ipe):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(epoch, it)
+            step.set_lr(lr_factor(it, total, cfg.lr_decay_start))
+            sl = slice(b * bs, (b + 1) * bs)
+            losses = step(x_lab[il[sl]], y_lab[il[sl]], x_unl[iu[sl]], x_unl[iu2[sl]])
+            ema.update(d)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v
+            it += 1
+            if on_progress is not None and b % 10 == 9 and b < ipe - 1:
+                report(epoch, it, {k: float(v) / (b + 1) for k, v in sums.items()})
+        mean_losses = {k: float(v) / ipe for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in mean_losses.values()):
+            raise FloatingPointError(f"training diverged at epoch {epoch}: losses {mean_losses}")
+        val = None
+        if data.has_val and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            val = evaluate(ema.module, data.val_patches, data.val_patch_labels, data.val_image_labels, dev)
+            key = selection_key(val)
+            if cfg.select_on_val and (best_key is None or key > best_key):
+                best_key, best_state, best_epoch = key, copy.deepcopy(ema.module), epoch
+                best_val = val
+        p = report(epoch, it, mean_losses, val, force=True)
+        history.append(p.to_dict())
+
+    model = best_state if best_state is not None else ema.module
+    if best_val is None and data.has_val:
+        best_val = evaluate(model, data.val_patches, data.val_patch_labels, data.val_image_labels, dev)
+    threshold, source = pick_threshold(model, data, cfg.target_sensitivity, dev)
+    return TrainResult(
+        method="ssl-gan",
+        model_cfg=model_cfg,
+        train_cfg=cfg,
+        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        threshold=threshold,
+        threshold_source=source,
+        val_metrics={}
+        if best_val is None
+        else {"patch_auc": _none(best_val["patch_auc"]), "image_auc": _none(best_val["image_auc"])},
+        history=history,
+        data_summary=data.summary(),
+        best_epoch=best_epoch if best_state is not None else cfg.epochs,
+        epochs_run=cfg.epochs,
+        wall_s=time.perf_counter() - t0,
+        device=str(dev),
+        params=data.params,
+    )
+
+
+def _none(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)

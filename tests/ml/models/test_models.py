@@ -1,0 +1,39 @@
+import torch
+
+from ml.models import build_classifier
+from ml.models.discriminator import Discriminator
+from ml.models.generator import Generator
+from ml.models.resnet import ResNet34
+from ml.train.config import ModelConfig, preset
+
+
+def test_discriminator_shapes_and_layers():
+    cfg = ModelConfig()
+    d = Discriminator(cfg).eval()
+    logits, feats = d(torch.randn(3, 3, 32, 32))
+    assert logits.shape == (3, 2) and feats.shape == (3, 192)
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [96] * 3 + [192] * 7
+    assert [c.kernel_size[0] for c in convs] == [3] * 8 + [1, 1]
+    assert [c.stride[0] for c in convs] == [1, 1, 2, 1, 1, 2, 1, 1, 1, 1]
+    assert [c.padding[0] for c in convs] == [1] * 6 + [0] * 4
+    assert all(hasattr(c, "parametrizations") for c in convs)
+
+
+def test_generator_outputs_model_resolution_in_tanh_range():
+    cfg, _ = preset("small")
+    g = Generator(cfg)
+    x = g(g.sample_noise(4, "cpu"))
+    assert x.shape == (4, 3, 32, 32)
+    assert x.abs().max() <= 1.0
+    big = Generator(ModelConfig())
+    assert big.dense[0].out_features == 4 * 4 * 512
+
+
+def test_resnet34_block_layout():
+    r = ResNet34(width=8)
+    blocks = [m for m in r.stages]
+    assert len(blocks) == 3 + 4 + 6 + 3
+    logits, _ = r.eval()(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 1)
+    assert isinstance(build_classifier("resnet34", ModelConfig(resnet_width=8)), ResNet34)
