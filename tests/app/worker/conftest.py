@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from app.services import labels as label_service
 from app.services import models as registry
 from ml.data.patches import patches_to_bytes
 
+ROOT_DIR = Path(__file__).resolve().parents[3]
 TINY = {"max_iters_per_epoch": 2, "epochs": 2, "batch_size": 16, "eval_every": 1}
 
 

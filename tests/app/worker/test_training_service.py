@@ -218,7 +218,10 @@ def test_activation_policy(policy, new, old, expected):
     assert training.decide_activation(policy, new, None, None)[0] is (policy != "manual")
 
 
-def test_manual_policy_registers_without_activating(sqlite_factory, settings, library):
+def test_manual_policy_registers_without_activating(
+    sqlite_factory, settings, library, monkeypatch, trained_result
+):
+    monkeypatch.setattr("ml.train.ssl_gan.train", lambda *a, **k: trained_result)  # training is tested above
     manual = settings.model_copy(update={"activation_policy": "manual"})
     job_id = make_job(sqlite_factory, manual, library)
     assert local.run_once(sqlite_factory, manual) == "succeeded"  # the embedded worker's path
