@@ -56,37 +56,41 @@ def _verified_checkpoint(session: Session, mv: ModelVersion) -> bytes:
 
 
 class PredictorCache:
-    """Loaded predictors by model version id (a few, most recent first); thread-safe."""
+    """Loaded predictors, keyed by checkpoint SHA-256 (a few, most recent last); thread-safe.
+
+    Keyed by content, not by row id: the same bytes always give the same model, whichever
+    database or version row they came from.
+    """
 
     def __init__(self, capacity: int = 2) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[int, Any] = OrderedDict()
+        self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
-        self._loading: dict[int, threading.Lock] = {}
+        self._loading: dict[str, threading.Lock] = {}
 
     def get(self, session: Session, mv: ModelVersion):
+        key = mv.checkpoint_sha256
         with self._lock:
-            if mv.id in self._items:
-                self._items.move_to_end(mv.id)
-                return self._items[mv.id]
-            loading = self._loading.setdefault(mv.id, threading.Lock())
-        with loading:  # one load per version even when many requests arrive together
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # one load per checkpoint even when many requests arrive together
             with self._lock:
-                if mv.id in self._items:
-                    return self._items[mv.id]
+                if key in self._items:
+                    return self._items[key]
+            data = _verified_checkpoint(session, mv)
             try:
-                predictor = _load_predictor(_verified_checkpoint(session, mv))
-            except CheckpointError:
-                raise
+                predictor = _load_predictor(data)
             except Exception as exc:
                 raise CheckpointError(
                     f"the checkpoint of model version {mv.version} cannot be loaded: {exc}"
                 ) from exc
             with self._lock:
-                self._items[mv.id] = predictor
+                self._items[key] = predictor
                 while len(self._items) > self.capacity:
                     self._items.popitem(last=False)
-                self._loading.pop(mv.id, None)
+                self._loading.pop(key, None)
             return predictor
 
     def clear(self) -> None:

@@ -159,3 +159,29 @@ def upload(client: TestClient, account: Account, data: bytes, name: str = "eye.j
     return client.post(
         "/api/v1/images", files={"files": (name, data, "image/jpeg")}, headers=account.headers, **kw
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint() -> bytes:
+    """A really trained (tiny preset, toy data) checkpoint: a few seconds, once per session."""
+    from ml.train.toy import tiny_checkpoint as make
+
+    return make(seed=0)
+
+
+@pytest.fixture
+def active_model(db: Session, tiny_checkpoint: bytes, admin: Account):
+    """Version 1 registered from the tiny checkpoint and activated."""
+    from app.services import models
+
+    mv = models.register_model_version(
+        db,
+        tiny_checkpoint,
+        method="ssl_gan",
+        preset="tiny",
+        metrics={"patch_auc": 0.9},
+        training_summary={"labeled_patches": 10},
+        created_by=admin.user,
+    )
+    models.activate(db, mv.version, admin.user)
+    return mv
