@@ -73,6 +73,12 @@ function drawRoc(mv) {
   rocBox.replaceChildren(el("h3", {}, `ROC curve, version ${mv.version}${auc !== null ? ` (AUC ${fmtNum(auc, 3)})` : ""}`), root);
 }
 
+function show(v) {
+  if (v === null || v === undefined) return "–";
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : fmtNum(v, 4);
+  return String(v);
+}
+
 function renderDetail(mv) {
   const m = mv.metrics || {};
   const flat = Object.entries(m).filter(([, v]) => v === null || typeof v !== "object");
@@ -82,8 +88,8 @@ function renderDetail(mv) {
     el("dl", { class: "metrics-list" },
       [["Method", `${mv.method}${mv.preset ? ` · ${mv.preset}` : ""}`], ["Created", fmtDate(mv.created_at)],
         ["Threshold", fmtNum(mv.threshold, 3)], ["Training job", mv.training_job_id ?? "–"],
-        ...flat.map(([k, v]) => [k, typeof v === "number" ? fmtNum(v, 4) : String(v)]),
-        ...summary.map(([k, v]) => [`training: ${k}`, String(v)]),
+        ...flat.map(([k, v]) => [k, show(v)]),
+        ...summary.map(([k, v]) => [`training: ${k}`, show(v)]),
       ].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
   );
   drawRoc(mv);

@@ -13,12 +13,12 @@ const opacityValue = document.getElementById("opacity-value");
 const rawToggle = document.getElementById("raw-toggle");
 
 function fitStage() {
-  const header = document.querySelector(".site-header")?.offsetHeight || 0;
-  const toolbar = document.querySelector(".toolbar")?.offsetHeight || 0;
+  // The largest square between the stage's top and the bottom of the window, beside the panel.
   const main = document.getElementById("main");
   const wide = window.innerWidth > 1100;
   const availW = main.clientWidth - 40 - (wide ? 360 : 0);
-  const availH = window.innerHeight - header - toolbar - 90;
+  const top = stage.getBoundingClientRect().top + window.scrollY;
+  const availH = window.innerHeight - top - 16;
   stage.style.setProperty("--stage", `${Math.floor(Math.max(320, Math.min(availW, availH, 1200)))}px`);
 }
 
@@ -57,7 +57,7 @@ function show(pred, name) {
   document.getElementById("recent").classList.add("hidden");
   document.getElementById("no-model").classList.add("hidden");
   const decision = document.getElementById("decision");
-  decision.textContent = pred.diseased ? "Referable: signs of DR" : "No DR detected";
+  decision.textContent = pred.diseased ? "Signs of DR (score at or above threshold)" : "No DR detected (below threshold)";
   decision.className = `decision ${pred.diseased ? "dr" : "nodr"}`;
   document.getElementById("score").textContent = `${fmtNum(pred.score, 2)} of 64`;
   document.getElementById("threshold").textContent = fmtNum(pred.threshold, 2);

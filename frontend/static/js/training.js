@@ -62,16 +62,20 @@ function renderCard(job) {
   if (mv) rows.push(["Model", el("a", { href: `/models#v${mv}` }, `version ${mv}`)]);
   if (job.error) rows.push(["Error", el("span", { class: "alert error" }, job.error)]);
   if (pr.message) rows.push(["Note", pr.message]);
+  const hadFocus = document.activeElement?.id === "cancel-job";
   card.replaceChildren(
     el("h2", {}, `Job ${job.id}`),
     el("div", { class: `progress ${cls}`, role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(pct), "aria-label": "Training progress" }, bar),
     el("p", { class: "small muted" }, `${pct}%`),
     el("dl", {}, rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
+  );
+  card.append(...[
     user.isAdmin && ACTIVE.has(job.status) && !job.cancel_requested
       ? el("button", { type: "button", class: "btn danger", id: "cancel-job", onclick: () => cancel(job.id) }, "Cancel job")
       : null,
     job.cancel_requested && ACTIVE.has(job.status) ? el("p", { class: "muted" }, "Cancelling: the worker stops at its next iteration.") : null,
-  );
+  ].filter(Boolean));
+  if (hadFocus) document.getElementById("cancel-job")?.focus();
 }
 
 function renderTable(jobs) {

@@ -1,0 +1,265 @@
+"""The clinician's path through PatchScreen in a real Chromium against the real server and worker.
+
+Sign in; upload three synthetic fundus photographs; open one; label five patches by clicking and
+three with the keyboard; reload and find all eight (in the page and in the database); train a model
+on the CPU "tiny" preset and watch the job reach "succeeded" without reloading; see a heatmap that is
+not blank; find the new version on the models page. Every page is screenshotted at 1280x800 (and
+the labeling view at 1920x1080) under test-output/web/.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.web.conftest import ADMIN
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# (row, col) -> label: five set by clicking (one click = diseased, two = healthy), three by keys.
+CLICKED = {(0, 0): "diseased", (0, 1): "diseased", (3, 3): "diseased", (1, 1): "healthy", (1, 2): "healthy"}
+# From the last clicked cell (1, 2): Down -> (2, 2) H, Down -> (3, 2) D, Left -> (3, 1) H.
+KEYED = {(2, 2): "healthy", (3, 2): "diseased", (3, 1): "healthy"}
+EXPECTED = {**CLICKED, **KEYED}
+
+
+def synthetic_fundus(tmp_path: Path) -> list[Path]:
+    from ml.synth import generate
+
+    paths = []
+    for seed, dr in ((11, True), (12, False), (13, True)):
+        rgb, _ = generate(seed, size=1024, dr=dr)
+        path = tmp_path / f"fundus_{seed}.jpg"
+        Image.fromarray(rgb).save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+def cell(page, row: int, col: int):
+    return page.locator(f'#patch-grid .cell[data-row="{row}"][data-col="{col}"]')
+
+
+def wait_saved(page) -> None:
+    page.wait_for_function(
+        "() => !document.querySelector('#patch-grid .pending')"
+        " && document.querySelector('#save-status').classList.contains('ok')",
+        timeout=20_000,
+    )
+
+
+def current_labels_in_db(database_url: str, image_id: int, username: str) -> dict[tuple[int, int], int]:
+    """Latest label per patch of this annotator, straight from the append-only history table."""
+    path = database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as con:
+        rows = con.execute(
+            "SELECT pl.row, pl.col, pl.label FROM patch_labels pl JOIN users u ON u.id = pl.user_id "
+            "WHERE pl.image_id = ? AND u.username = ? ORDER BY pl.id",
+            (image_id, username),
+        ).fetchall()
+    out: dict[tuple[int, int], int | None] = {}
+    for r, c, lab in rows:
+        out[(r, c)] = lab
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def heatmap_pixel_stats(page, selector: str) -> dict:
+    """Draw the loaded <img> into a canvas (same origin, so readable) and summarise its pixels."""
+    return page.eval_on_selector(
+        selector,
+        """img => {
+            const c = document.createElement('canvas');
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const g = c.getContext('2d');
+            g.drawImage(img, 0, 0);
+            const d = g.getImageData(0, 0, c.width, c.height).data;
+            let n = 0, sum = 0, sum2 = 0, opaque = 0, lo = 255, hi = 0;
+            for (let i = 0; i < d.length; i += 4 * 7) {
+              const v = (d[i] + d[i + 1] + d[i + 2]) / 3;
+              n++; sum += v; sum2 += v * v; if (d[i + 3] > 0) opaque++;
+              lo = Math.min(lo, v); hi = Math.max(hi, v);
+            }
+            const mean = sum / n;
+            const std = Math.sqrt(sum2 / n - mean * mean);
+            return {w: c.width, h: c.height, mean, std, opaque: opaque / n, lo, hi};
+        }""",
+    )
+
+
+def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_path):
+    files = synthetic_fundus(tmp_path)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    console_errors: list[str] = []
+    # HTTP errors the flow provokes on purpose (wrong password, no model yet) are logged by the browser
+    # as "Failed to load resource"; anything else on the console is a bug in the pages.
+    page.on("console", lambda m: console_errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.on("pageerror", lambda e: console_errors.append(str(e)))
+    base = live_server.url
+
+    # --- sign in ---
+    page.goto(f"{base}/images")
+    page.wait_for_url(re.compile(r"/login"))
+    page.screenshot(path=output_dir / "00-login.png")
+    page.fill("#username", ADMIN[0])
+    page.fill("#password", "wrong-password")
+    page.click("#login-submit")
+    page.locator("#login-error .alert").wait_for()
+    page.fill("#password", ADMIN[1])
+    page.click("#login-submit")
+    page.wait_for_url(re.compile(r"/images$"))
+
+    # --- upload three images with the file picker; each gets its own progress row ---
+    page.set_input_files("#file-input", [str(p) for p in files])
+    page.locator(".upload-item.upload-ok").nth(2).wait_for(timeout=90_000)
+    assert page.locator(".upload-item.upload-error").count() == 0
+    page.locator("#image-grid .thumb").nth(2).wait_for(timeout=20_000)
+    assert page.locator("#image-grid .thumb").count() == 3
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#image-grid img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    page.screenshot(path=output_dir / "01-images.png", full_page=True)
+
+    # --- open one image and label: five by clicking, three by keyboard ---
+    page.locator("#image-grid .thumb").first.click()
+    page.wait_for_url(re.compile(r"/images/\d+/label"))
+    image_id = int(re.search(r"/images/(\d+)/label", page.url).group(1))
+    page.locator('#label-app[data-loaded="true"]').wait_for()
+    for (r, c), lab in CLICKED.items():
+        for _ in range(1 if lab == "diseased" else 2):
+            cell(page, r, c).click()
+    for key, (r, c) in zip(["ArrowDown", "ArrowDown", "ArrowLeft"], KEYED, strict=True):
+        page.keyboard.press(key)
+        page.keyboard.press("h" if KEYED[(r, c)] == "healthy" else "d")
+    wait_saved(page)
+
+    # A save that fails stays visible with a Retry button, and Retry saves it (no silent loss).
+    failures = []
+
+    def fail_first_put(route):
+        if route.request.method == "PUT" and not failures:
+            failures.append(route.request.url)
+            route.fulfill(status=503, content_type="application/json",
+                          body='{"detail": "The database is busy; try again."}')
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/images/*/labels/*/*", fail_first_put)
+    cell(page, 6, 6).click()
+    page.locator("#retry-save").wait_for(timeout=10_000)
+    assert "not saved" in page.locator("#save-status").inner_text()
+    assert "database is busy" in page.locator("#save-status").inner_text()
+    assert "failed" in cell(page, 6, 6).get_attribute("class")
+    page.screenshot(path=output_dir / "02-label-save-failed.png")
+    page.click("#retry-save")
+    wait_saved(page)
+    assert failures and "failed" not in cell(page, 6, 6).get_attribute("class")
+    page.unroute("**/api/v1/images/*/labels/*/*")
+    page.keyboard.press("u")  # the cursor is on (6, 6): clear it again, leaving the eight labels
+    wait_saved(page)
+    assert page.locator("#count-diseased").inner_text() == "4"
+    assert page.locator("#count-healthy").inner_text() == "4"
+    page.screenshot(path=output_dir / "02-label-1280x800.png")
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.wait_for_timeout(300)
+    page.screenshot(path=output_dir / "02-label-1920x1080.png")
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    # --- reload: all eight kept, in the page and in the database ---
+    page.reload()
+    page.locator('#label-app[data-loaded="true"]').wait_for()
+    shown = {
+        (r, c): cell(page, r, c).get_attribute("data-label")
+        for r in range(8) for c in range(8)
+    }
+    assert {k: v for k, v in shown.items() if v} == EXPECTED
+    in_db = current_labels_in_db(live_server.database_url, image_id, ADMIN[0])
+    assert in_db == {k: (1 if v == "diseased" else 0) for k, v in EXPECTED.items()}
+
+    # --- train on the CPU tiny preset and follow the job live (no reload) ---
+    page.click('a[href="/training"]')
+    page.wait_for_url(re.compile(r"/training$"))
+    page.select_option("#preset", "tiny")
+    page.fill("#epochs", "3")
+    page.click("#start-job")
+    status = page.locator("#job-status")
+    status.wait_for(timeout=20_000)
+    seen = set()
+    for _ in range(600):
+        st = status.get_attribute("data-status")
+        seen.add(st)
+        if st == "running" and "running-shot" not in seen:
+            seen.add("running-shot")
+            page.screenshot(path=output_dir / "03-training-running.png", full_page=True)
+        if st in ("succeeded", "failed", "cancelled"):
+            break
+        page.wait_for_timeout(500)
+    page.screenshot(path=output_dir / "03-training-done.png", full_page=True)
+    assert status.get_attribute("data-status") == "succeeded", page.locator("#current-job").inner_text()
+    assert seen & {"queued", "running"}, "the page never showed the job before it finished"
+    assert page.locator("#jobs-table tbody tr").count() >= 1
+
+    # --- prediction view: a heatmap that is not blank ---
+    page.goto(f"{base}/predict?image_id={image_id}")
+    page.locator("#predict-result:not(.hidden)").wait_for(timeout=60_000)
+    page.wait_for_function(
+        "() => ['#heat-image', '#base-image'].every(s => {"
+        " const i = document.querySelector(s); return i.complete && i.naturalWidth > 0; })",
+        timeout=30_000,
+    )
+    stats = heatmap_pixel_stats(page, "#heat-image")
+    assert stats["w"] >= 256 and stats["h"] >= 256
+    assert stats["opaque"] > 0.5 and stats["std"] > 2.0 and stats["hi"] - stats["lo"] > 10, stats
+    base_stats = heatmap_pixel_stats(page, "#base-image")  # the fundus under the heatmap
+    assert base_stats["std"] > 10, base_stats
+    assert re.fullmatch(r"v\d+", page.locator("#model-version").inner_text())
+    score = float(page.locator("#score").inner_text().split()[0])
+    assert 0.0 <= score <= 64.0
+    page.screenshot(path=output_dir / "04-predict.png")
+    page.check("#raw-toggle")
+    assert page.locator("#prob-grid > div").count() == 64
+    assert page.locator("#heat-image").is_hidden()
+    page.screenshot(path=output_dir / "04-predict-raw.png")
+
+    # --- upload-and-predict a new image without storing it ---
+    page.set_input_files("#predict-file", str(files[1]))
+    page.click("#predict-upload-btn")
+    page.wait_for_function("() => document.querySelector('#source-name').textContent.includes('not stored')",
+                           timeout=60_000)
+    assert page.locator("#decision").inner_text()
+    with sqlite3.connect(live_server.database_url.removeprefix("sqlite:///")) as con:
+        assert con.execute("SELECT count(*) FROM images").fetchone()[0] == 3
+        assert con.execute("SELECT count(*) FROM predictions WHERE image_id IS NULL").fetchone()[0] == 1
+
+    # --- models page lists the new version ---
+    page.goto(f"{base}/models")
+    page.locator("#models-table tbody tr[data-version]").first.wait_for(timeout=20_000)
+    rows = page.locator("#models-table tbody tr[data-version]")
+    assert rows.count() == 1
+    assert "active" in rows.first.inner_text()
+    page.screenshot(path=output_dir / "05-models.png", full_page=True)
+
+    # --- suggestions page answers from the active model ---
+    page.goto(f"{base}/suggestions")
+    page.locator("#suggest-grid .suggest").first.wait_for(timeout=60_000)
+    page.screenshot(path=output_dir / "06-suggestions.png", full_page=True)
+
+    assert not console_errors, console_errors
+    context.close()
+
+
+def test_pages_send_csp_without_inline_script(live_server):
+    import httpx
+
+    r = httpx.get(f"{live_server.url}/login")
+    assert r.status_code == 200
+    csp = r.headers.get("content-security-policy", "")
+    script_src = next((d for d in csp.split(";") if d.strip().startswith(("script-src", "default-src"))), "")
+    assert "script-src" in csp or "default-src" in csp, csp
+    assert "'unsafe-inline'" not in script_src, csp
+    assert "<script>" not in r.text and " style=" not in r.text
+    assert all(s in r.text for s in ("/static/js/login.js", "/static/css/app.css"))
