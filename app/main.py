@@ -76,13 +76,29 @@ class SecurityAndMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or (
-                "/static" if scope["path"].startswith("/static") else "unmatched"
-            )
+            path = _route_template(scope)
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(method, path, str(status["code"])).inc()
             metrics.HTTP_LATENCY.labels(method, path).observe(time.perf_counter() - start)
+
+
+def _route_template(scope) -> str:
+    """The matched route's template (``/api/v1/images/{image_id}``), so metrics have few labels.
+
+    Rebuilt from the path and its parameters: with nested routers, ``scope["route"].path`` is
+    relative to the innermost router.
+    """
+    if scope.get("route") is None:
+        for prefix in ("/static", "/docs-assets"):
+            if scope["path"].startswith(prefix + "/"):
+                return prefix
+        return "unmatched"
+    params = list((scope.get("path_params") or {}).items())
+    parts = scope["path"].split("/")
+    for i, seg in enumerate(parts):
+        if params and seg == str(params[0][1]):
+            parts[i] = "{" + params.pop(0)[0] + "}"
+    return "/".join(parts)
 
 
 def _error(status: int, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
