@@ -21,6 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("PATCHSCREEN_CHROMIUM", "/usr/bin/chromium")
 ADMIN = ("admin", "admin-password-123")
+ANNOTATOR = ("anna", "anna-password-123")
+VIEWER = ("vic", "vic-password-123")
 
 
 @dataclass
@@ -102,6 +104,8 @@ def live_server(tmp_path) -> Iterator[LiveServer]:
     migrate.upgrade(engine)
     with session_scope(engine) as session:
         users.create_user(session, ADMIN[0], ADMIN[1], "admin")
+        users.create_user(session, ANNOTATOR[0], ANNOTATOR[1], "annotator")
+        users.create_user(session, VIEWER[0], VIEWER[1], "viewer")
     engine.dispose()
 
     port = _free_port()

@@ -1,0 +1,84 @@
+"""What each role sees: other annotators' labels in the labeling view, and a viewer who cannot label."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.web.conftest import ADMIN, ANNOTATOR, VIEWER
+
+pytestmark = [pytest.mark.browser]
+
+
+def token(base: str, who: tuple[str, str]) -> dict[str, str]:
+    r = httpx.post(f"{base}/api/v1/auth/token", data={"username": who[0], "password": who[1]})
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def sign_in(browser, base: str, who: tuple[str, str], errors: list[str]):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/login")
+    page.fill("#username", who[0])
+    page.fill("#password", who[1])
+    page.press("#password", "Enter")  # keyboard only
+    page.wait_for_url(re.compile(r"/images$"))
+    return context, page
+
+
+def test_other_annotators_labels_and_viewer_rights(live_server, browser, output_dir):
+    from ml.synth import generate
+
+    base = live_server.url
+    rgb, _ = generate(21, size=512, dr=True)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    admin_h, anna_h = token(base, ADMIN), token(base, ANNOTATOR)
+    image_id = httpx.post(f"{base}/api/v1/images", headers=admin_h,
+                          files={"files": ("eye.png", buf.getvalue(), "image/png")}).json()["id"]
+    # Anna labels two patches; the admin labels one of them the other way.
+    for r, c, lab in ((2, 5, "diseased"), (6, 1, "healthy")):
+        assert httpx.put(f"{base}/api/v1/images/{image_id}/labels/{r}/{c}", headers=anna_h,
+                         json={"label": lab}).status_code == 200
+    assert httpx.put(f"{base}/api/v1/images/{image_id}/labels/6/1", headers=admin_h,
+                     json={"label": "diseased"}).status_code == 200
+
+    errors: list[str] = []
+    context, page = sign_in(browser, base, ADMIN, errors)
+    page.goto(f"{base}/images/{image_id}/label?row=2&col=5")
+    page.locator('#label-app[data-loaded="true"]').wait_for()
+    cell = page.locator('#patch-grid .cell[data-row="2"][data-col="5"]')
+    assert cell.get_attribute("data-label") == ""  # not the admin's label...
+    assert cell.locator(".others i.diseased").count() == 1  # ...but Anna's is shown
+    assert "anna diseased" in cell.get_attribute("aria-label")
+    assert "anna: diseased" in page.locator("#cell-others").inner_text()
+    mixed = page.locator('#patch-grid .cell[data-row="6"][data-col="1"]')
+    assert mixed.get_attribute("data-label") == "diseased"
+    assert mixed.locator(".others i.healthy").count() == 1
+    page.keyboard.press("ArrowDown")  # (3, 5): the side panel follows the keyboard cursor
+    assert page.locator("#cell-title").inner_text() == "Patch row 4, column 6"
+    page.screenshot(path=output_dir / "label-with-other-annotator.png")
+    context.close()
+
+    context, page = sign_in(browser, base, VIEWER, errors)
+    assert page.locator("#dropzone").count() == 0  # a viewer cannot upload
+    page.locator("#image-grid .thumb").first.wait_for()
+    page.goto(f"{base}/images/{image_id}/label")
+    page.locator('#label-app[data-loaded="true"]').wait_for()
+    page.locator('#patch-grid .cell[data-row="0"][data-col="0"]').click()
+    page.keyboard.press("d")
+    assert page.locator('#patch-grid .cell:not([data-label=""])').count() == 0  # nothing set by the viewer
+    assert page.locator("#patch-grid .cell .others i").count() == 3  # everyone else's labels are shown
+    assert "cannot change labels" in page.locator("#toasts").inner_text()
+    page.screenshot(path=output_dir / "label-as-viewer.png")
+    context.close()
+
+    history = httpx.get(f"{base}/api/v1/images/{image_id}/labels/history", headers=admin_h).json()
+    assert [h["user"] for h in history] == ["anna", "anna", "admin"]  # the viewer wrote nothing
+    assert not errors, errors
