@@ -19,7 +19,7 @@ from ml.data.io import load_image
 if TYPE_CHECKING:
     from ml.data.io import Source
 
-PIPELINE_VERSION = 1  # bump when preprocessing changes in a way that invalidates cached patches
+PIPELINE_VERSION = 2  # bump when preprocessing changes in a way that invalidates cached patches
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,14 @@ def preprocess(rgb: np.ndarray, params: PatchParams | None = None) -> Preprocess
 
 
 def preprocess_file(src: Source, params: PatchParams | None = None, name: str | None = None) -> Preprocessed:
-    """Load and preprocess; big JPEGs decode at a reduced scale that is still >= the target size."""
+    """Load and preprocess: the path for files and uploads (the cohort cache uses it too).
+
+    Big JPEGs decode at a reduced scale that is still >= the target size and 8-bit images are
+    resized before conversion to float, so results can differ from ``preprocess(load_image(src))``
+    by rounding (at most a few 1/255 steps): use this one function wherever patches are compared.
+    """
     params = params or PatchParams()
-    return preprocess(load_image(src, name, draft=(params.size, params.size)), params)
+    return preprocess(load_image(src, name, draft=(params.size, params.size), resize_to=params.size), params)
 
 
 def patches_to_bytes(patches: np.ndarray, params: PatchParams | None = None) -> bytes:

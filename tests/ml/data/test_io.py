@@ -154,3 +154,17 @@ def test_other_formats_are_refused(fmt: str) -> None:
 def test_image_load_error_is_a_value_error() -> None:
     err = ImageLoadError("a.jpg", "broken")
     assert isinstance(err, ValueError) and str(err) == "a.jpg: broken"
+
+
+def test_resize_to_matches_a_float_resize_within_rounding() -> None:
+    from ml.data.patches import resize_rgb
+
+    rgb = _gradient(300, 500)
+    data = _encode(Image.fromarray(rgb), "PNG")
+    fast = load_image(data, resize_to=128)
+    slow = resize_rgb(load_image(data), 128)
+    assert fast.shape == (128, 128, 3)
+    assert np.abs(fast - slow).max() <= 2 / 255
+    # 16-bit input is not squeezed through 8 bits: it comes back at its own size.
+    sixteen = _encode(Image.fromarray(np.full((40, 60), 1000, np.uint16)), "PNG")
+    assert load_image(sixteen, resize_to=32).shape == (40, 60, 3)
