@@ -43,8 +43,15 @@ def logits_from_pixels(batch: np.ndarray) -> np.ndarray:
 
 def add_image(s: Session, name: str, values: np.ndarray, *, deleted: bool = False) -> Image:
     img = Image(
-        sha256=name.ljust(64, "0"), original_filename=name, format="PNG", size_bytes=1, width=1024,
-        height=1024, storage_key=name, patches=make_patches(values), patch_params="p",
+        sha256=name.ljust(64, "0"),
+        original_filename=name,
+        format="PNG",
+        size_bytes=1,
+        width=1024,
+        height=1024,
+        storage_key=name,
+        patches=make_patches(values),
+        patch_params="p",
         deleted_at=utcnow() if deleted else None,
     )
     s.add(img)
@@ -61,8 +68,13 @@ def add_user(s: Session, name: str, role: str = "annotator") -> User:
 
 def activate_model(s: Session, version: int = 1) -> ModelVersion:
     mv = ModelVersion(
-        version=version, method="ssl_gan", preset="tiny", checkpoint=b"unused",
-        checkpoint_sha256=f"{version:064d}", checkpoint_size=6, threshold=10.0,
+        version=version,
+        method="ssl_gan",
+        preset="tiny",
+        checkpoint=b"unused",
+        checkpoint_sha256=f"{version:064d}",
+        checkpoint_size=6,
+        threshold=10.0,
     )
     s.add(mv)
     s.flush()
@@ -147,8 +159,17 @@ def test_stored_predictions_of_the_active_version_are_reused(session):
     a = add_image(session, "a.png", np.full(64, 250))
     probs = [0.01] * 64
     probs[63] = 0.45
-    session.add(Prediction(user_id=ann.id, model_version_id=mv.id, image_id=a.id, score=1.0, threshold=10.0,
-                           diseased=False, probabilities=probs))
+    session.add(
+        Prediction(
+            user_id=ann.id,
+            model_version_id=mv.id,
+            image_id=a.id,
+            score=1.0,
+            threshold=10.0,
+            diseased=False,
+            probabilities=probs,
+        )
+    )
     session.flush()
 
     def must_not_run(batch):
@@ -195,13 +216,21 @@ def test_api_suggests_the_most_uncertain_unlabeled_patches_and_records_them(
     from ml.predict import Predictor
     from tests.app.conftest import fundus_bytes, upload
 
-    ids = [upload(client, admin, fundus_bytes(seed, dr=seed % 2 == 0), name=f"e{seed}.jpg").json()["id"]
-           for seed in (3, 4)]
-    r = client.put(f"/api/v1/images/{ids[0]}/labels", headers=annotator.headers, json={"labels": [
-        {"row": 0, "col": 0, "label": "healthy"}, {"row": 4, "col": 4, "label": "diseased"}]})
+    ids = [
+        upload(client, admin, fundus_bytes(seed, dr=seed % 2 == 0), name=f"e{seed}.jpg").json()["id"]
+        for seed in (3, 4)
+    ]
+    r = client.put(
+        f"/api/v1/images/{ids[0]}/labels",
+        headers=annotator.headers,
+        json={
+            "labels": [{"row": 0, "col": 0, "label": "healthy"}, {"row": 4, "col": 4, "label": "diseased"}]
+        },
+    )
     assert r.status_code == 200
-    mv = registry.register_model_version(db, tiny_model, method="ssl_gan", preset="tiny", metrics={},
-                                         threshold=1.0)
+    mv = registry.register_model_version(
+        db, tiny_model, method="ssl_gan", preset="tiny", metrics={}, threshold=1.0
+    )
     registry.activate(db, mv.version)
     registry.predictors.clear()
     svc.clear_cache()
@@ -220,16 +249,18 @@ def test_api_suggests_the_most_uncertain_unlabeled_patches_and_records_them(
     for i in sorted(ids, reverse=True):
         p = 1 / (1 + np.exp(-predictor.patch_logits(patches[i])[0].astype(np.float64)))
         h = svc.binary_entropy(p)
-        expected += [(-round(float(h[k]), 9), i, k) for k in range(64)
-                     if (i, k) not in {(ids[0], 0), (ids[0], 36)}]
+        expected += [
+            (-round(float(h[k]), 9), i, k) for k in range(64) if (i, k) not in {(ids[0], 0), (ids[0], 36)}
+        ]
     expected.sort()
     assert got == [(i, k // 8, k % 8) for _, i, k in expected[:10]]
     ent = [s["entropy"] for s in body["items"]]
     assert ent == sorted(ent, reverse=True) and all(0 <= e <= 1 for e in ent)
     assert body["items"][0]["label_url"].startswith(f"/images/{got[0][0]}/label?row=")
 
-    rows = db.scalars(select(Suggestion).where(Suggestion.request_id == body["request_id"])
-                      .order_by(Suggestion.rank)).all()
+    rows = db.scalars(
+        select(Suggestion).where(Suggestion.request_id == body["request_id"]).order_by(Suggestion.rank)
+    ).all()
     assert [(r.user_id, r.image_id, r.row, r.col) for r in rows] == [(viewer.user.id, *g) for g in got]
 
     only = client.get(f"/api/v1/suggestions?n=3&image_id={ids[1]}", headers=viewer.headers).json()

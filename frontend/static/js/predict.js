@@ -22,13 +22,20 @@ function fitStage() {
   stage.style.setProperty("--stage", `${Math.floor(Math.max(320, Math.min(availW, availH, 1200)))}px`);
 }
 
-/** A colour for a probability in [0, 1]: the "hot" ramp used by the server's heatmap, roughly. */
+// The server's heatmap colours (ml/heatmap.py anchors, "inferno"-like), so both views read alike.
+const ANCHORS = [[0, 0, 4], [66, 10, 104], [147, 38, 103], [221, 81, 58], [252, 165, 10], [252, 255, 164]];
+
 function colourFor(p) {
-  const t = Math.max(0, Math.min(1, p));
-  const r = Math.round(255 * Math.min(1, t * 2.2));
-  const g = Math.round(255 * Math.max(0, Math.min(1, t * 2.2 - 0.9)));
-  const b = Math.round(255 * Math.max(0, t * 3 - 2));
-  return [r, g, b];
+  const h = Math.max(0, Math.min(1, p)) * (ANCHORS.length - 1);
+  const lo = Math.min(Math.floor(h), ANCHORS.length - 2);
+  const t = h - lo;
+  return ANCHORS[lo].map((a, i) => Math.round(a * (1 - t) + ANCHORS[lo + 1][i] * t));
+}
+
+function drawLegend() {
+  const bar = document.getElementById("legend-bar");
+  const stops = ANCHORS.map((c, i) => `rgb(${c.join(", ")}) ${(100 * i) / (ANCHORS.length - 1)}%`);
+  bar.style.backgroundImage = `linear-gradient(to right, ${stops.join(", ")})`;
 }
 
 function applyOpacity() {
@@ -142,6 +149,7 @@ document.getElementById("library-predict").addEventListener("submit", (e) => {
   predictLibrary(id);
 });
 
+drawLegend();
 opacity.addEventListener("input", applyOpacity);
 rawToggle.addEventListener("change", applyRaw);
 window.addEventListener("resize", fitStage);
