@@ -9,6 +9,7 @@ the labeling view at 1920x1080) under test-output/web/.
 
 from __future__ import annotations
 
+import base64
 import re
 import sqlite3
 from pathlib import Path
@@ -66,6 +67,24 @@ def current_labels_in_db(database_url: str, image_id: int, username: str) -> dic
     return {k: v for k, v in out.items() if v is not None}
 
 
+def drop_files(page, selector: str, files: list[tuple[str, bytes]]) -> None:
+    """Drag-and-drop real files onto an element (a DataTransfer built in the page, then a drop event)."""
+    payload = [{"name": n, "b64": base64.b64encode(data).decode()} for n, data in files]
+    page.eval_on_selector(
+        selector,
+        """(zone, files) => {
+            const dt = new DataTransfer();
+            for (const f of files) {
+              const bytes = Uint8Array.from(atob(f.b64), (ch) => ch.charCodeAt(0));
+              dt.items.add(new File([bytes], f.name, {type: "image/jpeg"}));
+            }
+            zone.dispatchEvent(new DragEvent("dragenter", {dataTransfer: dt, bubbles: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+        }""",
+        payload,
+    )
+
+
 def heatmap_pixel_stats(page, selector: str) -> dict:
     """Draw the loaded <img> into a canvas (same origin, so readable) and summarise its pixels."""
     return page.eval_on_selector(
@@ -113,19 +132,28 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     page.click("#login-submit")
     page.wait_for_url(re.compile(r"/images$"))
 
-    # --- upload three images with the file picker; each gets its own progress row ---
-    page.set_input_files("#file-input", [str(p) for p in files])
+    # --- upload: two images with the file picker, one plus a broken file by drag-and-drop ---
+    page.set_input_files("#file-input", [str(p) for p in files[:2]])
+    dropped = [(files[2].name, files[2].read_bytes()), ("broken.jpg", b"not an image" * 50)]
+    drop_files(page, "#dropzone", dropped)
     page.locator(".upload-item.upload-ok").nth(2).wait_for(timeout=90_000)
-    assert page.locator(".upload-item.upload-error").count() == 0
+    page.locator(".upload-item.upload-error").wait_for(timeout=30_000)
+    assert page.locator(".upload-item.upload-ok").count() == 3
+    bad = page.locator(".upload-item.upload-error")
+    assert bad.count() == 1 and "broken.jpg" in bad.inner_text()
+    assert "image" in bad.locator(".status").inner_text()  # the server's sentence, e.g. "not a JPEG..."
     page.locator("#image-grid .thumb").nth(2).wait_for(timeout=20_000)
     assert page.locator("#image-grid .thumb").count() == 3
     page.wait_for_function(
         "() => [...document.querySelectorAll('#image-grid img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     page.screenshot(path=output_dir / "01-images.png", full_page=True)
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.screenshot(path=output_dir / "01-images-1920x1080.png", full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     # --- open one image and label: five by clicking, three by keyboard ---
-    page.locator("#image-grid .thumb").first.click()
+    page.locator("#image-grid .thumb a.open").first.click()
     page.wait_for_url(re.compile(r"/images/\d+/label"))
     image_id = int(re.search(r"/images/(\d+)/label", page.url).group(1))
     page.locator('#label-app[data-loaded="true"]').wait_for()

@@ -34,12 +34,14 @@ function statusBadges(img) {
 
 function thumb(img) {
   const name = img.original_filename;
-  return el("a", { class: "thumb", href: `/images/${img.id}/label`, dataset: { imageId: img.id } },
-    el("img", { src: `${img.preview_url}?size=256`, alt: `Fundus photograph ${name}`, loading: "lazy" }),
+  return el("article", { class: "thumb", dataset: { imageId: img.id } },
+    el("a", { class: "open", href: `/images/${img.id}/label`, title: `Label ${name}` },
+      el("img", { src: `${img.preview_url}?size=256`, alt: `Fundus photograph ${name}`, loading: "lazy" }),
+      el("span", { class: "fname" }, name)),
     el("div", { class: "meta" },
-      el("span", { class: "fname", title: name }, name),
       el("span", { class: "row" }, statusBadges(img)),
       el("span", { class: "row" },
+        el("a", { href: `/images/${img.id}/label`, class: "small" }, "Label"),
         el("a", { href: `/predict?image_id=${img.id}`, class: "small" }, "Prediction")),
     ),
   );
@@ -167,6 +169,7 @@ if (dropzone) {
     dropzone.classList.remove("dragover");
   }));
   dropzone.addEventListener("drop", (e) => enqueue([...(e.dataTransfer?.files || [])]));
+  document.getElementById("choose-files").addEventListener("click", () => fileInput.click());
   fileInput.addEventListener("change", () => {
     enqueue([...fileInput.files]);
     fileInput.value = "";
