@@ -90,7 +90,9 @@ def cache_key(sample: Sample, params: PatchParams) -> str:
 
 def lesion_union(sample: Sample, size: int) -> np.ndarray:
     """The union of the sample's lesion masks (not OD) at size x size; all False for healthy images."""
-    return union_mask([read_mask(sample.masks[k]) for k in layout.LESION_TYPES if k in sample.masks], size)
+    return union_mask(
+        [read_mask(sample.masks[k], size) for k in layout.LESION_TYPES if k in sample.masks], size
+    )
 
 
 def _compute(sample: Sample, params: PatchParams) -> _Entry:

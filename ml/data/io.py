@@ -145,7 +145,8 @@ def load_image(
             img.draft("RGB", draft)
         try:
             img.load()
-            img = ImageOps.exif_transpose(img, in_place=False)
+            if img.getexif().get(0x0112, 1) != 1:  # transposing copies: only when needed
+                img = ImageOps.exif_transpose(img)
             if resize_to is not None and img.mode in {"RGB", "L"} and img.size != (resize_to, resize_to):
                 img = img.resize((resize_to, resize_to), Image.Resampling.BILINEAR)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 from ml.data.patches import PatchParams
 
@@ -30,15 +30,25 @@ def resize_nearest(mask: np.ndarray, height: int, width: int | None = None) -> n
     return mask[rows[:, None], cols[None, :]]
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """A lesion mask file as bool (pixels > 0 in any channel are lesion), at its own resolution."""
+def read_mask(path: str | Path, size: int | None = None) -> np.ndarray:
+    """A lesion mask file as bool (pixels > 0 in any channel are lesion).
+
+    With ``size``, the mask comes back nearest-neighbour resized to size x size, done by Pillow
+    before conversion to numpy: a 4288x2848 IDRiD mask then never becomes a 12-megapixel array.
+    """
     with Image.open(path) as img:
-        if img.mode == "1":
-            return np.asarray(img, dtype=bool)
         if img.mode == "P":
             img = img.convert("RGB")
+        if img.mode in {"RGB", "RGBA", "LA"}:
+            channels = img.split()
+            img = channels[0]
+            for channel in channels[1:]:
+                img = ImageChops.lighter(img, channel)  # max over channels: any channel > 0
+        if size is not None and img.mode in {"1", "L"} and img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.NEAREST)
         arr = np.asarray(img)
-    return arr.any(axis=2) if arr.ndim == 3 else arr > 0
+    mask = arr.astype(bool) if arr.dtype == bool else arr > 0
+    return resize_nearest(mask, size) if size is not None else mask
 
 
 def union_mask(masks: Iterable[np.ndarray] | Mapping[str, np.ndarray], size: int) -> np.ndarray:

@@ -89,13 +89,24 @@ def normalise(rgb: np.ndarray) -> np.ndarray:
     return (rgb / top).astype(np.float32, copy=False)
 
 
+def box_downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over factor x factor blocks of an (H, W, C) array.
+
+    Sums of strided slices: several times faster than a mean over axes of a 5-D reshape, and it
+    touches each pixel once.
+    """
+    if factor == 1:
+        return image.astype(np.float32, copy=True)
+    cols = sum(image[:, k::factor] for k in range(factor))
+    rows = sum(cols[k::factor] for k in range(factor))
+    return (rows / np.float32(factor * factor)).astype(np.float32, copy=False)
+
+
 def cut_patches(image: np.ndarray, params: PatchParams) -> np.ndarray:
     """Cut the normalised image into the grid and box-downsample each patch to uint8 model_res."""
     g, m = params.grid, params.model_res
-    f = params.patch // m
-    # (row, y, f_y, col, x, f_x, c): mean over the f x f box of each model pixel.
-    boxes = image.reshape(g, m, f, g, m, f, 3).mean(axis=(2, 5), dtype=np.float32)
-    patches = boxes.transpose(0, 2, 4, 1, 3).reshape(g * g, 3, m, m)  # (row, col, c, y, x)
+    small = box_downsample(image, params.patch // m)  # (g*m, g*m, 3): the grid at model resolution
+    patches = small.reshape(g, m, g, m, 3).transpose(0, 2, 4, 1, 3).reshape(g * g, 3, m, m)
     return np.rint(np.clip(patches, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 

@@ -113,3 +113,14 @@ def test_labels_agree_with_the_full_resolution_reference(shared_idrid: Path) -> 
     assert total == 81 * 64
     assert agree / total >= 0.995
     assert false_pos == 0
+
+
+def test_read_mask_resized_by_pillow_equals_numpy_nearest(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    mask = rng.random((2848, 4288)) > 0.999
+    rgb = np.zeros((*mask.shape, 3), np.uint8)
+    rgb[mask, 2] = 1  # lesion only in the blue channel, at the smallest non-zero value
+    Image.fromarray(rgb).save(tmp_path / "m.tif", compression="tiff_lzw")
+    fast = read_mask(tmp_path / "m.tif", 1024)
+    assert fast.shape == (1024, 1024) and fast.any()
+    np.testing.assert_array_equal(fast, resize_nearest(mask, 1024))
