@@ -186,8 +186,12 @@ def bench_labels(
     postgres_url: str | None = typer.Option(
         None, help="PostgreSQL URL (default: PATCHSCREEN_TEST_POSTGRES_URL)."
     ),
+    think_ms: str = typer.Option(
+        "500,0",
+        help="Mean pause between an annotator's clicks, ms (comma list; 0 = back-to-back saturation).",
+    ),
 ) -> None:
     """PUT /images/{id}/labels/{row}/{col} latency at N concurrent annotators, SQLite and PostgreSQL."""
     from app.cli.web_bench import run_labels_bench
 
-    run_labels_bench(annotators, writes, postgres_url)
+    run_labels_bench(annotators, writes, postgres_url, [float(t) for t in think_ms.split(",")])

@@ -116,6 +116,7 @@ class PatchLabel(Base):
         CheckConstraint('"row" >= 0 AND "row" < 8 AND col >= 0 AND col < 8', name="cell"),
         CheckConstraint("label IS NULL OR label IN (0, 1)", name="label"),
         Index("ix_patch_labels_image_id_id", "image_id", "id"),
+        Index("ix_patch_labels_image_id_row_col_user_id_id", "image_id", "row", "col", "user_id", "id"),
     )
 
 

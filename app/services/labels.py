@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import Image, PatchLabel, User
@@ -83,7 +83,18 @@ def _live_image(session: Session, image_id: int, *, lock: bool = False) -> Image
     return image
 
 
-def _rows(session: Session, image_ids, *, max_label_id: int | None = None):
+def _current_rows(session: Session, image_ids, *, max_label_id: int | None = None):
+    """Each annotator's latest row per patch (so at most 64 x annotators rows per image).
+
+    The latest change to a patch by anyone is among them: it is its author's latest row.
+    """
+    latest = select(func.max(PatchLabel.id)).group_by(
+        PatchLabel.image_id, PatchLabel.row, PatchLabel.col, PatchLabel.user_id
+    )
+    if image_ids is not None:
+        latest = latest.where(PatchLabel.image_id.in_(list(image_ids)))
+    if max_label_id is not None:
+        latest = latest.where(PatchLabel.id <= max_label_id)
     q = (
         select(
             PatchLabel.id,
@@ -97,19 +108,16 @@ def _rows(session: Session, image_ids, *, max_label_id: int | None = None):
             User.role,
         )
         .join(User, User.id == PatchLabel.user_id)
+        .where(PatchLabel.id.in_(latest))
         .order_by(PatchLabel.id)
     )
-    if image_ids is not None:
-        q = q.where(PatchLabel.image_id.in_(list(image_ids)))
-    if max_label_id is not None:
-        q = q.where(PatchLabel.id <= max_label_id)
     return session.execute(q)
 
 
 def cells_by_image(session: Session, image_ids=None, *, max_label_id: int | None = None) -> dict[int, dict]:
-    """image id -> {(row, col): Cell} from the history (later rows replace earlier ones per user)."""
+    """image id -> {(row, col): Cell} with every annotator's current label of each labeled patch."""
     out: dict[int, dict[tuple[int, int], Cell]] = {}
-    for r in _rows(session, image_ids, max_label_id=max_label_id):
+    for r in _current_rows(session, image_ids, max_label_id=max_label_id):
         vote = Vote(r.user_id, r.username, r.role, r.label, r.created_at, r.id)
         cell = out.setdefault(r.image_id, {}).setdefault((r.row, r.col), Cell(r.row, r.col, {}, None))
         cell.votes[r.user_id] = vote
