@@ -6,8 +6,8 @@ these images. They are built to keep the method's difficulty, not to look pretty
 - anatomy that is bright or dark without being a lesion (optic disc, vessels, macula, vignetting),
   so a detector cannot just threshold brightness;
 - lesion sizes taken from IDRiD at 1024 px: microaneurysms 3-7 px across (they all but vanish in the
-  32x32 model patches, as in the real data), haemorrhages 10-45 px blots, hard exudates clusters of
-  3-14 px bright yellow dots, soft exudates 16-50 px pale fuzzy patches;
+  32x32 model patches, as in the real data), haemorrhages 10-55 px blots, hard exudates clusters of
+  3-18 px bright yellow dots (some merged into a plaque), soft exudates 16-50 px pale fuzzy patches;
 - sparse lesions, so that most diseased patches hold only a few percent of lesion pixels.
 
 All geometry is expressed at 1024 px and scaled, so any ``size`` gives the same picture. The same
@@ -169,17 +169,17 @@ def _draw_lesions(c: _Canvas, macula: np.ndarray, od: np.ndarray, od_r: float) -
     severity = rng.uniform(0.25, 1.0)
     layers = {t: c.layer() for t in LESION_TYPES}
 
-    n_ma = rng.poisson(4 + 26 * severity)
-    for x, y in _lesion_sites(c, n_ma, macula, od, od_r, 0.35):
+    n_ma = rng.poisson(6 + 34 * severity)
+    for x, y in _lesion_sites(c, n_ma, macula, od, od_r, 0.45):
         r = c.px(rng.uniform(1.5, 3.5))
         _ellipse(layers["MA"][1], x, y, r, r, 0.0)
 
-    n_he = rng.poisson(1 + 9 * severity)
+    n_he = rng.poisson(1 + 12 * severity)
     n_ex = rng.poisson(0.5 + 3.5 * severity)
     if n_he + n_ex == 0:  # every DR image shows something a grader would see
         n_he = 1
     for x, y in _lesion_sites(c, n_he, macula, od, od_r, 0.4):
-        base = c.px(float(np.clip(rng.lognormal(math.log(9.0), 0.45), 5.0, 24.0)))
+        base = c.px(float(np.clip(rng.lognormal(math.log(10.0), 0.5), 5.0, 28.0)))
         flame = rng.random() < 0.3  # flame-shaped haemorrhages are elongated along the nerve fibres
         for _ in range(rng.integers(1, 4)):
             ox, oy = rng.normal(0.0, 0.35 * base, 2)
@@ -192,8 +192,11 @@ def _draw_lesions(c: _Canvas, macula: np.ndarray, od: np.ndarray, od_r: float) -
         for _ in range(rng.integers(4, 26)):
             sx, sy = x + rng.normal(0, spread), y + rng.normal(0, spread)
             if c.inside(sx, sy, 0.95):
-                r = c.px(float(np.clip(rng.lognormal(math.log(3.2), 0.45), 1.5, 7.0)))
+                r = c.px(float(np.clip(rng.lognormal(math.log(3.6), 0.5), 1.5, 9.0)))
                 _ellipse(layers["EX"][1], sx, sy, r * rng.uniform(0.7, 1.3), r, rng.uniform(0, math.pi))
+        if rng.random() < 0.35:  # some clusters merge into a plaque, as in severe maculopathy
+            r = c.px(rng.uniform(10.0, 24.0))
+            _ellipse(layers["EX"][1], x, y, r * rng.uniform(0.8, 1.6), r, rng.uniform(0, math.pi))
 
     n_se = rng.poisson(1.5 * severity) if rng.random() < 0.5 else 0
     for x, y in _lesion_sites(c, n_se, macula, od, od_r, 0.45):
