@@ -168,3 +168,67 @@ def test_resize_to_matches_a_float_resize_within_rounding() -> None:
     # 16-bit input is not squeezed through 8 bits: it comes back at its own size.
     sixteen = _encode(Image.fromarray(np.full((40, 60), 1000, np.uint16)), "PNG")
     assert load_image(sixteen, resize_to=32).shape == (40, 60, 3)
+
+
+def _png16_rgb(arr: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG written by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    h, w, _ = arr.shape
+    big = arr.astype(">u2")
+    raw = b"".join(b"\x00" + big[y].tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _tiff16_rgb(arr: np.ndarray) -> bytes:
+    """An uncompressed 16-bit RGB TIFF written by hand (little-endian, one strip)."""
+    import struct
+
+    h, w, _ = arr.shape
+    pixels = arr.astype("<u2").tobytes()
+    n_tags = 9
+    ifd_offset = 8
+    extra = ifd_offset + 2 + n_tags * 12 + 4  # BitsPerSample values live here
+    data_offset = extra + 6
+    tags = [
+        (256, 3, 1, w),
+        (257, 3, 1, h),
+        (258, 3, 3, extra),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, data_offset),
+        (277, 3, 1, 3),
+        (278, 3, 1, h),
+        (279, 4, 1, len(pixels)),
+    ]
+    out = b"II*\x00" + struct.pack("<I", ifd_offset) + struct.pack("<H", n_tags)
+    for tag, typ, count, value in tags:
+        packed = struct.pack("<HI", value, 0)[:4] if typ == 3 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, typ, count) + packed
+    out += struct.pack("<I", 0) + struct.pack("<HHH", 16, 16, 16)
+    return out + pixels
+
+
+@pytest.mark.parametrize("encode", [_png16_rgb, _tiff16_rgb])
+def test_sixteen_bit_rgb(encode) -> None:
+    arr = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 1000).astype(np.uint16)
+    out = load_image(encode(arr), name="scan16")
+    assert out.shape == (4, 5, 3)
+    # Pillow reads 16-bit colour at 8-bit precision: within one 8-bit step of the true value.
+    np.testing.assert_allclose(out, arr / 65535.0, atol=1 / 255)
