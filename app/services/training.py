@@ -508,9 +508,11 @@ class JobMonitor:
 
     def on_progress(self, progress: Any) -> None:
         d = progress.to_dict() if hasattr(progress, "to_dict") else dict(progress)
-        self.latest = {
-            k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()
-        }
+        latest = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+        for key in ("val_patch_auc", "val_image_auc"):  # validation runs every few epochs: keep the last
+            if latest.get(key) is None and self.latest is not None:
+                latest[key] = self.latest.get(key)
+        self.latest = latest
 
     def should_stop(self) -> bool:
         return self.cancel.is_set() or self.lost.is_set() or SHUTDOWN.is_set()
