@@ -57,6 +57,7 @@ def prepare_for_upload(
     store: bool,
 ) -> PreparedPrediction:
     active = models.active_model(session)  # 409 before any decoding or storing
+    session.commit()  # no transaction (on SQLite: no write lock) while decoding
     prepared = images.prepare(data, filename, settings)
     if store:
         stored = images.store_prepared(session, storage, [prepared], user)[0]

@@ -185,3 +185,29 @@ def active_model(db: Session, tiny_checkpoint: bytes, admin: Account):
     )
     models.activate(db, mv.version, admin.user)
     return mv
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fresh_engine(request, tmp_path) -> Iterator[Engine]:
+    """A migrated database of its own (file SQLite / private PostgreSQL schema) for tests that need
+    several connections at once, which the rolled-back single-connection fixture cannot give."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
+        migrate.upgrade(engine)
+        yield engine
+        engine.dispose()
+        return
+    url = request.getfixturevalue("postgres_url")
+    schema = f"ps_fresh_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        migrate.upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
