@@ -67,6 +67,20 @@ def current_labels_in_db(database_url: str, image_id: int, username: str) -> dic
     return {k: v for k, v in out.items() if v is not None}
 
 
+STRICT_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def tighten_csp(route) -> None:
+    if route.request.resource_type != "document":
+        route.fallback()
+        return
+    response = route.fetch(max_redirects=0)  # let the browser follow redirects (e.g. to /login) itself
+    route.fulfill(response=response, headers={**response.headers, "content-security-policy": STRICT_CSP})
+
+
 def drop_files(page, selector: str, files: list[tuple[str, bytes]]) -> None:
     """Drag-and-drop real files onto an element (a DataTransfer built in the page, then a drop event)."""
     payload = [{"name": n, "b64": base64.b64encode(data).decode()} for n, data in files]
@@ -119,6 +133,9 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
             if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
     page.on("pageerror", lambda e: console_errors.append(str(e)))
     base = live_server.url
+    # Stricter than the server on purpose: no inline style either, so the pages provably need neither
+    # inline scripts nor inline styles (a violation is a console error, which fails the test).
+    context.route("**/*", tighten_csp)
 
     # --- sign in ---
     page.goto(f"{base}/images")
