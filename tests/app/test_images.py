@@ -353,3 +353,13 @@ def test_no_file_in_multipart_is_422(client, annotator):
 def test_non_multipart_upload_is_415(client, annotator):
     r = client.post("/api/v1/images", json={"file": "x"}, headers=annotator.headers)
     assert r.status_code == 415
+
+
+def test_uploading_a_deleted_image_again_restores_it_with_its_labels(client, admin, annotator, jpeg_bytes):
+    image_id = upload(client, annotator, jpeg_bytes).json()["id"]
+    client.put(f"/api/v1/images/{image_id}/labels/1/1", json={"label": "healthy"}, headers=annotator.headers)
+    client.delete(f"/api/v1/images/{image_id}", headers=admin.headers)
+    again = upload(client, annotator, jpeg_bytes)
+    assert again.status_code == 200 and again.json()["id"] == image_id
+    grid = client.get(f"/api/v1/images/{image_id}/labels", headers=annotator.headers).json()
+    assert grid["grid"][1][1] == "healthy"
