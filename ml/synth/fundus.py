@@ -226,7 +226,7 @@ def generate(seed: int, size: int = 1024, dr: bool = True) -> tuple[np.ndarray, 
     albedo = np.broadcast_to(_BASE_ALBEDO * pigment, (size, size, 3)).copy()
     albedo *= c.smooth_noise(12, 0.9, 1.1)[..., None]  # choroidal mottling
 
-    window, mdx, mdy = c.window(macula, 7.0 * od_r)
+    window, mdx, mdy = c.window(macula, 5.0 * od_r)  # 3 sigma of the broad darkening
     md2 = (mdx**2 + mdy**2) / (od_r**2)
     macula_dark = 0.28 * np.exp(-md2 / (2 * 1.6**2)) + 0.22 * np.exp(-md2 / (2 * 0.35**2))
     albedo[window] *= (1.0 - macula_dark)[..., None]
@@ -254,7 +254,7 @@ def generate(seed: int, size: int = 1024, dr: bool = True) -> tuple[np.ndarray, 
     illumination = c.smooth_noise(4, 0.8, 1.15) * vignette * rng.uniform(0.75, 0.95)
     fov = np.clip((1.0 - c.r) * (c.radius / max(c.px(2.0), 0.5)), 0.0, 1.0)
     shade = illumination * fov
-    shade += rng.normal(0.0, 0.012, (size, size)).astype(np.float32) * fov  # sensor noise
+    shade += rng.standard_normal((size, size), dtype=np.float32) * np.float32(0.012) * fov  # sensor noise
     albedo *= shade[..., None]
     image = np.rint(np.clip(albedo, 0.0, 1.0) * 255.0).astype(np.uint8)
 
