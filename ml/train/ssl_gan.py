@@ -84,8 +84,10 @@ class SSLGANStep:
         device: torch.device,
         gen: torch.Generator | None = None,
         fused: bool = False,
+        amp_dtype: torch.dtype | None = None,
     ) -> None:
         self.d, self.g, self.cfg, self.device, self.gen = d, g, cfg, device, gen
+        self.amp_dtype = amp_dtype  # bf16 autocast of the forward passes (benchmarked, off by default)
         kw = {"fused": True} if fused else {}
         self.opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), **kw)
         self.opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), **kw)
@@ -104,11 +106,16 @@ class SSLGANStep:
     ) -> dict[str, torch.Tensor]:
         """Inputs are uint8 batches on the device; returns the losses as (unsynced) tensors."""
         d, g, bs = self.d, self.g, x_unl.shape[0]
+        amp = torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None
+        )
         # Discriminator step: one forward over [labeled | unlabeled | generated] (D has no batch norm).
-        with torch.no_grad():
+        with torch.no_grad(), amp:
             x_gen = g(g.sample_noise(bs, self.device, self.gen))
         xl, xu = self._aug(x_lab), self._aug(x_unl)
-        logits, _ = d(torch.cat([xl, xu, x_gen]))
+        with amp:
+            logits, _ = d(torch.cat([xl, xu, x_gen.to(xl.dtype)]))
+        logits = logits.float()
         l_lab, l_unl, l_gen = logits.split([xl.shape[0], bs, bs])
         loss_sup = supervised_loss(l_lab, y_lab)
         loss_unsup = unsupervised_loss(l_unl, l_gen)
@@ -118,10 +125,11 @@ class SSLGANStep:
         self.opt_d.step()
         # Generator step: feature matching against another unlabeled batch; D's weights get no grads.
         d.requires_grad_(False)
-        with torch.no_grad():
+        with torch.no_grad(), amp:
             _, f_real = d(self._aug(x_unl2))
-        _, f_fake = d(g(g.sample_noise(bs, self.device, self.gen)))
-        loss_g = feature_matching_loss(f_real, f_fake)
+        with amp:
+            _, f_fake = d(g(g.sample_noise(bs, self.device, self.gen)))
+        loss_g = feature_matching_loss(f_real.float(), f_fake.float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()

@@ -1,0 +1,426 @@
+"""The method's evaluation protocol (its Tables 1 and 2) as a resumable benchmark.
+
+For each labeled count and sampling, every method is trained on the labeled training images (the
+SSL-GAN also on all training images as unlabeled data), selected and thresholded on the
+validation cohort, and evaluated on the test cohort with its EMA weights: patch AUC, image AUC
+and the pixel-level localization AUC of its heatmaps against the lesion masks.
+
+    python -m ml.bench.paper --data shared --labeled 10,20,40,80,all --samplings 5 \\
+        --methods ssl-gan,convnet,resnet34 --preset full --epochs 1200 --device auto --out DIR
+
+``--data``: ``synthetic`` (generated into DIR/data), ``shared`` (../shared/data/idrid), a cohort
+folder, or a ``.npz`` written by ``python -m ml.bench.cohort_npz``. Finished cells are recorded
+in DIR/results.json as they finish and are never recomputed; ``--jobs`` runs cells in parallel
+processes (several small runs share one GPU well; on a CPU use one thread per job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import platform
+import time
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PUBLISHED_IMAGE_AUC = {  # the method's image-level AUC (%) at 10/20/40/80/149 labeled images
+    "ssl-gan": {10: 84.5, 20: 89.0, 40: 94.7, 80: 98.5, 149: 99.1},
+    "convnet": {10: 71.1, 20: 81.4, 40: 87.4, 80: 94.5, 149: 97.8},
+    "resnet34": {10: 71.3, 20: 79.4, 40: 80.5, 80: 84.2, 149: 98.9},
+}
+SHARED_IDRID = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "idrid"
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    labeled: int
+    sampling: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_{self.labeled}_{self.sampling}"
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_data(spec: str, out: Path, synthetic_counts: tuple[int, int], cache: Path) -> tuple[Any, str]:
+    """CohortArrays for ``spec`` and a short description of where they came from."""
+    from ml.data.cache import load_arrays
+    from ml.data.cohort import load_source
+
+    if spec.endswith(".npz"):
+        from ml.bench.cohort_npz import load_npz
+
+        return load_npz(spec), f"npz:{Path(spec).name}"
+    if spec == "synthetic":
+        from ml.synth import write_dataset
+
+        folder = out / "data"
+        if not (folder / "summary-done").exists():
+            write_dataset(folder, synthetic_counts[0], synthetic_counts[1], seed=0, workers=1)
+            (folder / "summary-done").write_text("ok\n")
+        return load_arrays(load_source(folder), cache_dir=cache), (
+            f"synthetic:{synthetic_counts[0]}+{synthetic_counts[1]}"
+        )
+    path = SHARED_IDRID if spec == "shared" else Path(spec)
+    return load_arrays(load_source(path), cache_dir=cache), f"idrid:{path.name}"
+
+
+def split(arrays: Any, seed: int) -> tuple[list[str], list[str], list[str]]:
+    from ml.data.cohort import paper_split_sizes, split_cohort
+
+    s = split_cohort(
+        arrays.ids, *paper_split_sizes(len(arrays.ids)), seed=seed, labels=list(arrays.image_labels)
+    )
+    return s.train, s.val, s.test
+
+
+def train_data(arrays: Any, train_ids: list[str], labeled_ids: list[str], val_ids: list[str]):
+    from ml.train.loop import TrainData
+
+    tr, va = arrays.select(train_ids), arrays.select(val_ids)
+    labels = tr.patch_labels.copy()
+    keep = np.isin(np.array(train_ids), np.array(labeled_ids))
+    labels[~keep] = -1
+    return TrainData(
+        patches=tr.patches,
+        patch_labels=labels,
+        image_ids=list(train_ids),
+        val_patches=va.patches,
+        val_patch_labels=va.patch_labels,
+        val_image_labels=va.image_labels,
+        params=arrays.params,
+    )
+
+
+# ---------------------------------------------------------------- one cell
+
+
+def run_cell(
+    cell: Cell, arrays: Any, ids: tuple[list[str], list[str], list[str]], opts: dict[str, Any]
+) -> dict:
+    """Train one (method, labeled, sampling) run and evaluate it on the test cohort."""
+    import torch
+
+    from ml.data.cohort import sample_labeled
+    from ml.eval.metrics import auc as roc_auc
+    from ml.eval.metrics import localization_auc, patch_auc, sensitivity_specificity
+    from ml.heatmap import heatmap
+    from ml.train import ssl_gan, supervised
+    from ml.train.config import preset
+    from ml.train.loop import evaluate, resolve_device
+
+    if opts.get("threads"):
+        torch.set_num_threads(opts["threads"])
+    train_ids, val_ids, test_ids = ids
+    row = {i: k for k, i in enumerate(arrays.ids)}
+    labels = [int(arrays.image_labels[row[i]]) for i in train_ids]
+    n = cell.labeled if cell.labeled < len(train_ids) else "all"
+    subset = sample_labeled(train_ids, n, opts["samplings"], seed=opts["split_seed"], labels=labels)[
+        cell.sampling
+    ]
+    data = train_data(arrays, train_ids, subset.labeled, val_ids)
+    model_cfg, cfg = preset(opts["preset"], **opts["overrides"], seed=1000 * cell.sampling + cell.labeled)
+    if cell.method == "resnet34" and opts.get("resnet_epochs"):
+        cfg = replace(cfg, epochs=opts["resnet_epochs"])
+    dev = resolve_device(opts["device"])
+    t0 = time.perf_counter()
+    if cell.method == "ssl-gan":
+        result = ssl_gan.train(data, cfg, device=dev, model_cfg=model_cfg)
+    else:
+        result = supervised.train(data, cfg, device=dev, model_cfg=model_cfg, method=cell.method)
+    wall = time.perf_counter() - t0
+    test = arrays.select(test_ids)
+    ev = evaluate(result.classifier().to(dev), test.patches, test.patch_labels, test.image_labels, dev)
+    probs = 1.0 / (1.0 + np.exp(-ev["logits"].astype(np.float64)))
+    g = arrays.params.grid
+    heat = np.stack([heatmap(p.reshape(g, g), size=test.masks.shape[-1]) for p in probs])
+    sens, spec = sensitivity_specificity(ev["scores"], test.image_labels, result.threshold)
+    run_dir = Path(opts["out"]) / "runs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        run_dir / f"{cell.name}.npz",
+        scores=ev["scores"],
+        image_labels=test.image_labels,
+        logits=ev["logits"],
+        patch_labels=test.patch_labels,
+    )
+    (run_dir / f"{cell.name}.history.json").write_text(json.dumps(result.history))
+    return {
+        "method": cell.method,
+        "labeled": cell.labeled,
+        "sampling": cell.sampling,
+        "patch_auc": _r(patch_auc(ev["logits"], test.patch_labels)),
+        "image_auc": _r(roc_auc(test.image_labels, ev["scores"])),
+        "loc_auc": _r(localization_auc(heat, test.masks)),
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "iterations": result.history[-1]["iteration"] if result.history else 0,
+        "val_image_auc": result.val_metrics.get("image_auc"),
+        "val_patch_auc": result.val_metrics.get("patch_auc"),
+        "threshold": result.threshold,
+        "test_sensitivity": _r(sens),
+        "test_specificity": _r(spec),
+        "preset": opts["preset"],
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "wall_s": round(wall, 1),
+        "data": opts["data_desc"],
+    }
+
+
+def _r(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+
+
+# ---------------------------------------------------------------- protocol
+
+
+def load_results(out: Path) -> list[dict]:
+    path = out / "results.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def save_results(out: Path, results: list[dict]) -> None:
+    tmp = out / "results.json.tmp"
+    tmp.write_text(
+        json.dumps(sorted(results, key=lambda r: (r["method"], r["labeled"], r["sampling"])), indent=1)
+    )
+    os.replace(tmp, out / "results.json")
+
+
+def cells(methods: Iterable[str], labeled: Iterable[int], samplings: int) -> list[Cell]:
+    """Sampling-major order, so a stopped run has whole samplings of every cell rather than a few cells."""
+    return [Cell(m, n, s) for s in range(samplings) for n in labeled for m in methods]
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays, desc = load_data(args.data, out, tuple(args.synthetic_counts), Path(args.cache))
+    ids = split(arrays, args.split_seed)
+    n_train = len(ids[0])
+    labeled = [n_train if x in ("all", str(n_train)) else int(x) for x in args.labeled.split(",")]
+    methods = args.methods.split(",")
+    overrides: dict[str, Any] = {}
+    for key in ("epochs", "max_iters_per_epoch", "batch_size", "eval_every"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    opts = {
+        "samplings": args.samplings,
+        "split_seed": args.split_seed,
+        "preset": args.preset,
+        "overrides": overrides,
+        "device": args.device,
+        "threads": args.threads,
+        "out": str(out),
+        "data_desc": desc,
+        "resnet_epochs": args.resnet_epochs,
+    }
+    results = load_results(out)
+    done = {(r["method"], r["labeled"], r["sampling"]) for r in results}
+    todo = [
+        c for c in cells(methods, labeled, args.samplings) if (c.method, c.labeled, c.sampling) not in done
+    ]
+    meta = {
+        "command": "python -m ml.bench.paper " + " ".join(args.argv),
+        "data": desc,
+        "split": {"train": len(ids[0]), "val": len(ids[1]), "test": len(ids[2]), "seed": args.split_seed},
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "preset": args.preset,
+        "overrides": overrides,
+        "resnet_epochs": args.resnet_epochs,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    print(f"{len(done)} cells done, {len(todo)} to run; data {desc}, split {meta['split']}", flush=True)
+    t0 = time.perf_counter()
+    if args.jobs <= 1:
+        for c in todo:
+            results.append(run_cell(c, arrays, ids, opts))
+            save_results(out, results)
+            _print(results[-1], t0)
+    else:
+        # spawn, not fork: a forked child cannot use CUDA; the cohort is sent once per worker.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            args.jobs, mp_context=ctx, initializer=_init_worker, initargs=(arrays, ids, opts)
+        ) as pool:
+            pending = {pool.submit(_run_in_worker, c) for c in todo}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    results.append(f.result())
+                    save_results(out, results)
+                    _print(results[-1], t0)
+    write_report(out, results, meta)
+    return results
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(arrays: Any, ids: Any, opts: dict[str, Any]) -> None:
+    _WORKER.update(arrays=arrays, ids=ids, opts=opts)
+
+
+def _run_in_worker(cell: Cell) -> dict:
+    return run_cell(cell, _WORKER["arrays"], _WORKER["ids"], _WORKER["opts"])
+
+
+def _print(r: dict, t0: float) -> None:
+    print(
+        f"[{time.perf_counter() - t0:7.0f}s] {r['method']:9s} n={r['labeled']:3d} s={r['sampling']} "
+        f"patch {r['patch_auc']} image {r['image_auc']} loc {r['loc_auc']} ({r['wall_s']} s)",
+        flush=True,
+    )
+
+
+# ---------------------------------------------------------------- report
+
+
+def _stats(vals: list[float]) -> tuple[float, float, int]:
+    v = [x for x in vals if x is not None]
+    if not v:
+        return math.nan, math.nan, 0
+    return float(np.mean(v)), float(np.std(v)), len(v)
+
+
+def table(results: list[dict], metric: str, published: bool) -> str:
+    methods = [m for m in ("ssl-gan", "convnet", "resnet34") if any(r["method"] == m for r in results)]
+    ns = sorted({r["labeled"] for r in results})
+    head = "| method | " + " | ".join(f"{n} labeled" for n in ns) + " |"
+    lines = [head, "|---|" + "---|" * len(ns)]
+    for m in methods:
+        row = []
+        for n in ns:
+            mean, std, k = _stats([r[metric] for r in results if r["method"] == m and r["labeled"] == n])
+            cell = "-" if k == 0 else f"{100 * mean:.1f} ± {100 * std:.1f} (n={k})"
+            if published:
+                pub = PUBLISHED_IMAGE_AUC.get(m, {}).get(n)
+                cell += f" [paper {pub}]" if pub is not None else ""
+            row.append(cell)
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, results: list[dict], meta: dict) -> None:
+    if not results:
+        return
+    wall = sum(r["wall_s"] for r in results)
+    md = [
+        f"# Paper protocol: {out.name}",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Data: {meta['data']}, split {meta['split']}; device {results[0]['device']}; "
+        f"preset {meta['preset']} with {meta['overrides']}; {len(results)} runs, "
+        f"{wall / 60:.1f} min of training.",
+        "",
+        "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",
+        "",
+        table(results, "image_auc", published=True),
+        "",
+        "Patch-level AUC (%):",
+        "",
+        table(results, "patch_auc", published=False),
+        "",
+        "Pixel-level localization AUC (%) of the heatmaps against the lesion masks:",
+        "",
+        table(results, "loc_auc", published=False),
+        "",
+    ]
+    (out / "table.md").write_text("\n".join(md))
+    with contextlib.suppress(ImportError):  # matplotlib missing: the tables are still written
+        plot_rocs(out, results)
+
+
+def plot_rocs(out: Path, results: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ml.eval.metrics import roc
+
+    ns = sorted({r["labeled"] for r in results})
+    fig, axes = plt.subplots(1, len(ns), figsize=(4 * len(ns), 4), squeeze=False)
+    colours = {"ssl-gan": "tab:red", "convnet": "tab:blue", "resnet34": "tab:green"}
+    for ax, n in zip(axes[0], ns, strict=True):
+        for r in results:
+            if r["labeled"] != n:
+                continue
+            path = out / "runs" / f"{r['method']}_{r['labeled']}_{r['sampling']}.npz"
+            if not path.exists():
+                continue
+            z = np.load(path)
+            fpr, tpr = roc(z["image_labels"], z["scores"])
+            ax.plot(
+                fpr,
+                tpr,
+                color=colours.get(r["method"], "k"),
+                alpha=0.6,
+                label=r["method"] if r["sampling"] == 0 else None,
+            )
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_title(f"{n} labeled images (image level)")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "roc_image.png", dpi=80)
+    plt.close(fig)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="The method's evaluation protocol (Tables 1 and 2).")
+    ap.add_argument("--data", default="synthetic", help="synthetic | shared | cohort folder | cohort .npz")
+    ap.add_argument("--labeled", default="10,20,40,80,all")
+    ap.add_argument("--samplings", type=int, default=5)
+    ap.add_argument("--methods", default="ssl-gan,convnet,resnet34")
+    ap.add_argument("--preset", default="full", choices=["full", "small", "tiny"])
+    ap.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    ap.add_argument("--max-iters-per-epoch", dest="max_iters_per_epoch", type=int, default=None)
+    ap.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    ap.add_argument("--eval-every", dest="eval_every", type=int, default=None)
+    ap.add_argument(
+        "--resnet-epochs",
+        dest="resnet_epochs",
+        type=int,
+        default=None,
+        help="epoch cap of the ResNet34 baseline (early stopping usually ends it first)",
+    )
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per job (1 on a busy CPU)")
+    ap.add_argument("--split-seed", dest="split_seed", type=int, default=0)
+    ap.add_argument(
+        "--synthetic-counts",
+        dest="synthetic_counts",
+        type=int,
+        nargs=2,
+        default=(168, 81),
+        metavar=("HEALTHY", "DR"),
+    )
+    ap.add_argument("--cache", default=".cache/patches")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+
+from ml.bench import paper
+from ml.bench.cohort_npz import load_npz, save_npz
+from ml.data.cache import CohortArrays
+from ml.train.toy import toy_patches
+
+
+def _toy_npz(path, n=20):
+    x, y = toy_patches(n, seed=11)
+    masks = np.zeros((n, 32, 32), bool)
+    for i in range(n):
+        for k in np.flatnonzero(y[i]):
+            r, c = divmod(k, 8)
+            masks[i, r * 4 : r * 4 + 2, c * 4 : c * 4 + 2] = True
+    arrays = CohortArrays(
+        ids=[f"img{i:02d}" for i in range(n)],
+        patches=x,
+        patch_labels=y,
+        image_labels=(y == 1).any(1).astype(np.int8),
+        masks=masks,
+        fractions=np.zeros(y.shape, np.float32),
+    )
+    return save_npz(arrays, path)
+
+
+def test_npz_round_trip(tmp_path):
+    path = _toy_npz(tmp_path / "c.npz")
+    back = load_npz(path)
+    x, y = toy_patches(20, seed=11)
+    assert back.ids[0] == "img00" and np.array_equal(back.patches, x) and np.array_equal(back.patch_labels, y)
+    assert back.masks.shape == (20, 32, 32) and back.masks.sum() > 0
+
+
+@pytest.mark.slow
+def test_protocol_writes_results_and_resumes(tmp_path, capsys):
+    data = _toy_npz(tmp_path / "c.npz")
+    out = tmp_path / "run"
+    argv = [
+        "--data",
+        str(data),
+        "--labeled",
+        "2,all",
+        "--samplings",
+        "1",
+        "--methods",
+        "ssl-gan,convnet,resnet34",
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--resnet-epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    paper.main(argv)
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 6
+    keys = {"method", "labeled", "sampling", "patch_auc", "image_auc", "epochs", "device", "wall_s", "data"}
+    for r in results:
+        assert keys <= set(r)
+        assert 0.0 <= r["image_auc"] <= 1.0 and 0.0 <= r["patch_auc"] <= 1.0
+    assert {r["labeled"] for r in results} == {2, 12}  # "all" = the 12 training images of 20
+    table = (out / "table.md").read_text()
+    assert "[paper 84.5]" not in table and "ssl-gan" in table and "± " in table
+    assert (out / "roc_image.png").stat().st_size > 1000
+    # Resume: nothing is recomputed; a new count only runs its own cells.
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    paper.main(argv)
+    assert "0 to run" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == before
+    paper.main([*argv[:3], "2,3,all", *argv[4:6], "--methods", "convnet", *argv[8:]])
+    assert len(json.loads((out / "results.json").read_text())) == 7
+
+
+def test_table_shows_published_numbers_at_paper_counts():
+    rows = [
+        {"method": "ssl-gan", "labeled": 10, "sampling": s, "image_auc": v} for s, v in enumerate([0.8, 0.9])
+    ]
+    t = paper.table(rows, "image_auc", published=True)
+    assert "85.0 ± 5.0 (n=2) [paper 84.5]" in t
