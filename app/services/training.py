@@ -697,7 +697,21 @@ def evaluate_checkpoint(checkpoint: bytes, data: JobData) -> dict[str, Any]:
         "val_image_auc": _finite(auc(train.val_image_labels, image_scores(logits))),
         "n_val_images": int(len(train.val_patches)),
         "n_val_labeled_patches": int((train.val_patch_labels >= 0).sum()),
+        "roc": _patch_roc(logits, train.val_patch_labels),
     }
+
+
+def _patch_roc(logits: Any, labels: Any, max_points: int = 101) -> dict[str, list[float]] | None:
+    """The validation patch ROC curve for the models page (thinned to ``max_points``), or None."""
+    from ml.eval.metrics import roc
+
+    y = np.asarray(labels).ravel()
+    keep = y >= 0
+    if len(set(y[keep].tolist())) < 2:
+        return None
+    fpr, tpr = roc(y[keep], np.asarray(logits).ravel()[keep])
+    idx = np.unique(np.linspace(0, len(fpr) - 1, min(max_points, len(fpr))).round().astype(int))
+    return {"fpr": [round(float(v), 4) for v in fpr[idx]], "tpr": [round(float(v), 4) for v in tpr[idx]]}
 
 
 def _finite(x: float | None) -> float | None:
