@@ -14,6 +14,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -50,6 +51,17 @@ def wait_saved(page) -> None:
         " && document.querySelector('#save-status').classList.contains('ok')",
         timeout=20_000,
     )
+
+
+def bearer(base: str, who: tuple[str, str]) -> dict[str, str]:
+    r = httpx.post(f"{base}/api/v1/auth/token", data={"username": who[0], "password": who[1]})
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def image_ids_in_db(database_url: str) -> list[int]:
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as con:
+        return [i for (i,) in con.execute("SELECT id FROM images ORDER BY id")]
 
 
 def current_labels_in_db(database_url: str, image_id: int, username: str) -> dict[tuple[int, int], int]:
@@ -225,6 +237,15 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     in_db = current_labels_in_db(live_server.database_url, image_id, ADMIN[0])
     assert in_db == {k: (1 if v == "diseased" else 0) for k, v in EXPECTED.items()}
 
+    # A second labeled image (through the REST API, as another tool would) gives the job a
+    # validation image, hence a validation AUC and an ROC curve for the models page.
+    other_id = next(i for i in image_ids_in_db(live_server.database_url) if i != image_id)
+    api = httpx.Client(base_url=base, headers=bearer(base, ADMIN))
+    r = api.put(f"/api/v1/images/{other_id}/labels", json={"labels": [
+        {"row": 1, "col": 1, "label": "diseased"}, {"row": 2, "col": 2, "label": "diseased"},
+        {"row": 5, "col": 5, "label": "healthy"}, {"row": 6, "col": 6, "label": "healthy"}]})
+    assert r.status_code == 200, r.text
+
     # --- train on the CPU tiny preset and follow the job live (no reload) ---
     page.click('a[href="/training"]')
     page.wait_for_url(re.compile(r"/training$"))
@@ -286,6 +307,8 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     rows = page.locator("#models-table tbody tr[data-version]")
     assert rows.count() == 1
     assert "active" in rows.first.inner_text()
+    page.locator("#roc svg polyline.curve").wait_for(timeout=10_000)  # the validation ROC curve
+    assert len(page.locator("#roc svg polyline.curve").get_attribute("points").split()) >= 2
     page.screenshot(path=output_dir / "05-models.png", full_page=True)
 
     # --- suggestions page answers from the active model ---

@@ -50,7 +50,7 @@ function drawRoc(mv) {
     rocBox.replaceChildren(el("h3", {}, "ROC curve"), el("p", { class: "muted" }, "This version has no ROC curve recorded (no held-out labeled patches of both classes)."));
     return;
   }
-  const W = 360, H = 360, L = 40, B = 36, T = 10, R = 10;
+  const W = 370, H = 360, L = 54, B = 36, T = 10, R = 20;
   const x = (f) => L + f * (W - L - R);
   const y = (t) => H - B - t * (H - B - T);
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `ROC curve of version ${mv.version}` });
