@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import typer
@@ -21,6 +20,7 @@ def register(cli: typer.Typer, bench: typer.Typer) -> None:
     cli.command("train")(train)
     cli.command("demo")(demo)
     bench.command("paper-fanout")(bench_paper_fanout)
+    bench.command("training-job")(bench_training_job)
 
 
 def worker(
@@ -133,4 +133,42 @@ def bench_paper_fanout(
     fan_out(list(extra or []), out=out, timeout_s=timeout_s, echo=typer.echo)
 
 
-_ = threading  # re-exported for tests that stop a worker thread
+def bench_training_job(
+    preset: str = typer.Option("small", help="Preset to train (small: the CPU default)."),
+    n_images: int = typer.Option(36, help="Demo images to seed."),
+    labeled_images: int = typer.Option(12, help="Images with patch labels."),
+) -> None:
+    """The embedded path end to end on a fresh demo: seed, queue, train, register, activate."""
+    import tempfile
+    import time
+
+    from app.core.config import Settings
+    from app.db.models import TrainingJob
+    from app.services import training
+    from app.worker import local
+    from app.worker.demo import seed_demo
+    from app.worker.tasks import session_factory
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), redis_url=None, database_url=None)
+        t0 = time.perf_counter()
+        seed_demo(n_images=n_images, labeled_images=labeled_images, settings=settings, echo=lambda _: None)
+        t_seed = time.perf_counter() - t0
+        factory = session_factory(settings.resolved_database_url)
+        with factory() as session:
+            job = training.create_job(
+                session, training.JobRequest(preset=preset), user_id=None, settings=settings
+            )
+        threads = local.limit_cpu_threads()
+        t1 = time.perf_counter()
+        status = local.run_once(factory, settings)
+        t_job = time.perf_counter() - t1
+        with factory() as session:
+            job = session.get(TrainingJob, job.id)
+            p = job.progress or {}
+        typer.echo(f"seed {n_images} images ({labeled_images} labeled): {t_seed:.1f} s")
+        typer.echo(
+            f"job {status}: preset {preset}, {p.get('iterations')} iterations in {t_job:.1f} s "
+            f"({p.get('it_per_s', 0):.2f} it/s, {threads} torch threads), validation patch AUC "
+            f"{p.get('val_patch_auc')}; {p.get('message')}"
+        )

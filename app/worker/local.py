@@ -79,8 +79,13 @@ def main(settings: Settings | None = None) -> None:
 
     settings = settings or get_settings()
     stop = threading.Event()
+
+    def shut_down(*_: object) -> None:
+        stop.set()
+        training.SHUTDOWN.set()  # the running job stops at its next iteration and goes back to the queue
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, shut_down)
     threads = limit_cpu_threads()
     from ml.train.loop import resolve_device
 
