@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app.db.models import Image as ImageRow
 from app.db.models import PatchLabel
-from ml.data.patches import patches_from_bytes
+from ml.data.patches import patches_from_bytes, preprocess_file
 from tests.app.conftest import fundus_bytes, upload
 
 
@@ -36,7 +36,8 @@ def test_upload_stores_original_patches_and_returns_201(client, db, settings, an
     assert body["sha256"] == hashlib.sha256(jpeg_bytes).hexdigest()
     row = db.get(ImageRow, body["id"])
     patches = patches_from_bytes(row.patches)
-    assert patches.shape == (64, 3, 32, 32) and patches.dtype == np.uint8 and patches.max() == 255
+    assert patches.shape == (64, 3, 32, 32) and patches.dtype == np.uint8
+    assert np.array_equal(patches, preprocess_file(jpeg_bytes).patches)  # exactly the method's pipeline
     original = settings.storage_dir / row.storage_key
     assert original.read_bytes() == jpeg_bytes  # kept unchanged, content-addressed
     assert body["sha256"] in original.name
