@@ -27,7 +27,7 @@ from app.db.models import Prediction, User
 from app.services.errors import Invalid, NotFound, TooLarge, UnsupportedMedia
 from app.services.storage import Storage
 from ml.data.io import SUPPORTED_FORMATS, ImageLoadError, load_image
-from ml.data.patches import PatchParams, patches_to_bytes, preprocess, to_uint8
+from ml.data.patches import PatchParams, patches_to_bytes, preprocess_file, to_uint8
 
 PARAMS = PatchParams()
 _MARKUP_PREFIXES = (b"<?xml", b"<svg", b"<!doctype", b"<html", b"<head", b"<body", b"<script", b"<!--")
@@ -128,11 +128,10 @@ def prepare(data: bytes, filename: str | None, settings: Settings) -> PreparedIm
     """Validate and preprocess one upload (no side effects)."""
     name = safe_filename(filename)
     info = probe(data, name, settings)
-    try:
-        rgb = load_image(data, name, draft=(PARAMS.size, PARAMS.size))
+    try:  # the one preprocessing entry point, shared with the cohort cache and the benchmarks
+        pre = preprocess_file(data, PARAMS, name)
     except ImageLoadError as exc:
         raise Invalid(f"{name}: {exc.reason}.") from None
-    pre = preprocess(rgb, PARAMS)
     return PreparedImage(
         data=data,
         filename=name,
@@ -286,10 +285,8 @@ def soft_delete(session: Session, image_id: int, user: User) -> ImageRow:
 def grid_png(storage: Storage, row: ImageRow) -> bytes:
     key = storage.derived_key(row.sha256, "grid.png")
     if not storage.exists(key):  # e.g. storage restored from a backup of originals only
-        rgb = load_image(
-            storage.read(row.storage_key), row.original_filename, draft=(PARAMS.size, PARAMS.size)
-        )
-        storage.write(key, encode_png(to_uint8(preprocess(rgb, PARAMS).image)))
+        pre = preprocess_file(storage.read(row.storage_key), PARAMS, row.original_filename)
+        storage.write(key, encode_png(to_uint8(pre.image)))
     return storage.read(key)
 
 

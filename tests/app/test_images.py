@@ -252,7 +252,8 @@ def test_bomb_is_refused_before_decoding(client, annotator, monkeypatch):
         raise AssertionError("decoded a decompression bomb")
 
     monkeypatch.setattr(ml.data.io, "load_image", must_not_decode)
-    monkeypatch.setattr("app.services.images.load_image", must_not_decode)
+    monkeypatch.setattr("ml.data.patches.load_image", must_not_decode)
+    monkeypatch.setattr("app.services.images.preprocess_file", must_not_decode)
     r = client.post(
         "/api/v1/images",
         files={"files": ("bomb.png", _png_bomb(20_000, 20_000), "image/png")},
