@@ -81,4 +81,25 @@ def test_other_annotators_labels_and_viewer_rights(live_server, browser, output_
 
     history = httpx.get(f"{base}/api/v1/images/{image_id}/labels/history", headers=admin_h).json()
     assert [h["user"] for h in history] == ["anna", "anna", "admin"]  # the viewer wrote nothing
+
+    # Drag-to-paint: press on (7, 0), move to (7, 3) with the button held, release.
+    context, page = sign_in(browser, base, ANNOTATOR, errors)
+    page.goto(f"{base}/images/{image_id}/label")
+    page.locator('#label-app[data-loaded="true"]').wait_for()
+
+    def centre(r: int, c: int) -> tuple[float, float]:
+        box = page.locator(f'#patch-grid .cell[data-row="{r}"][data-col="{c}"]').bounding_box()
+        return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+    page.mouse.move(*centre(7, 0))
+    page.mouse.down()
+    page.mouse.move(*centre(7, 3), steps=12)
+    page.mouse.up()
+    page.wait_for_function("() => !document.querySelector('#patch-grid .pending')"
+                           " && document.querySelector('#save-status').classList.contains('ok')")
+    painted = page.locator('#patch-grid .cell[data-row="7"][data-label="diseased"]')
+    assert painted.count() == 4
+    grid = httpx.get(f"{base}/api/v1/images/{image_id}/labels", headers=anna_h).json()
+    assert [c["mine"] for c in grid["cells"] if c["row"] == 7][:5] == ["diseased"] * 4 + [None]
+    context.close()
     assert not errors, errors

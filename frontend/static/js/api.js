@@ -42,7 +42,7 @@ function isUnsafe(method) {
 }
 
 /** fetch() a JSON endpoint; resolves to the parsed body (or null), rejects with ApiError. */
-export async function api(path, { method = "GET", json, body, headers = {}, signal } = {}) {
+export async function api(path, { method = "GET", json, body, headers = {}, signal, redirectOn401 = true } = {}) {
   const h = { Accept: "application/json", ...headers };
   if (json !== undefined) {
     h["Content-Type"] = "application/json";
@@ -64,7 +64,7 @@ export async function api(path, { method = "GET", json, body, headers = {}, sign
     try { data = JSON.parse(text); } catch { data = text; }
   }
   if (!resp.ok) {
-    if (resp.status === 401 && !path.includes("/auth/")) {
+    if (resp.status === 401 && redirectOn401 && !path.includes("/auth/")) {
       // The session ended (expired or signed out elsewhere): go to sign-in and come back here.
       window.location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
     }

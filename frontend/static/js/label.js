@@ -28,6 +28,8 @@ const state = {
 };
 const cells = [];
 const waiters = [];
+let painting; // the label being painted while the mouse button is held, else undefined
+window.addEventListener("pointerup", () => { painting = undefined; });
 
 const idx = (r, c) => r * GRID + c;
 const rc = (k) => [Math.floor(k / GRID), k % GRID];
@@ -54,9 +56,27 @@ function buildGrid() {
       type: "button", class: "cell", role: "gridcell", tabindex: "-1",
       dataset: { row: r, col: c, k },
     });
-    cell.addEventListener("click", () => {
+    // Mouse: press cycles the cell; dragging on with the button held paints that same label over
+    // the cells it crosses (fast for lesion clusters). Keyboard Enter/Space on the cell: a click
+    // with detail 0, which cycles too.
+    cell.addEventListener("pointerdown", (e) => {
+      if (e.button !== 0) return;
+      e.preventDefault();
+      moveTo(k, true);
+      const value = CYCLE[state.desired[k]];
+      painting = canLabel ? value : undefined;
+      setLabel(k, value); // a viewer gets a notice instead
+
+    });
+    cell.addEventListener("pointerenter", (e) => {
+      if (painting === undefined || !(e.buttons & 1)) return;
       moveTo(k, false);
-      if (canLabel) setLabel(k, CYCLE[state.desired[k]]);
+      if (state.desired[k] !== painting) setLabel(k, painting);
+    });
+    cell.addEventListener("click", (e) => {
+      if (e.detail !== 0) return; // a mouse click was handled on pointerdown
+      moveTo(k, false);
+      setLabel(k, CYCLE[state.desired[k]]);
     });
     cells.push(cell);
     gridEl.append(cell);
@@ -168,7 +188,8 @@ async function save(k) {
   renderCell(k);
   renderStatus();
   try {
-    const out = await api(`/images/${imageId}/labels/${r}/${c}`, { method: "PUT", json: { label: value } });
+    // No redirect to sign-in on 401 here: that would drop the unsaved changes; the error says what to do.
+    const out = await api(`/images/${imageId}/labels/${r}/${c}`, { method: "PUT", json: { label: value }, redirectOn401: false });
     state.saved[k] = value;
     state.consensus[k] = out.label;
     const me = document.body.dataset.user;
@@ -177,7 +198,9 @@ async function save(k) {
     state.mineMeta[k] = { at: new Date().toISOString() };
     state.lastSaved = { k, label: value, at: new Date() };
   } catch (err) {
-    state.failed[k] = err.message;
+    state.failed[k] = err.status === 401
+      ? "your session has ended. Sign in again in another tab, then press Retry."
+      : err.message;
   } finally {
     state.inflight[k] = false;
   }

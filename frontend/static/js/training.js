@@ -48,6 +48,9 @@ function renderCard(job) {
   const rows = [
     ["Status", el("span", { class: `badge ${job.status}`, id: "job-status", dataset: { status: job.status } }, job.status)],
     ["Method", `${job.method} · ${job.preset}`],
+    ["Trains on", job.labels
+      ? `${job.labels.diseased_patches} diseased and ${job.labels.healthy_patches} healthy patches on ${job.labels.images} images (+ all unlabeled patches)`
+      : "the labels present when it starts"],
     ["Epoch", pr.epoch !== null ? `${pr.epoch} of ${pr.epochs ?? "?"}` : "–"],
     ["Iteration", pr.it !== null ? `${pr.it}${pr.its ? ` of ${pr.its}` : ""}` : "–"],
     ["Speed", pr.itPerS !== null ? `${fmtNum(pr.itPerS, 1)} it/s` : "–"],
@@ -140,6 +143,7 @@ if (form) {
     const body = { method: form.method.value, preset: form.preset.value };
     if (form.epochs.value) body.epochs = Number(form.epochs.value);
     if (form.seed.value) body.seed = Number(form.seed.value);
+    if (form.queue.checked) body.queue = true;
     const btn = document.getElementById("start-job");
     btn.disabled = true;
     try {
