@@ -222,3 +222,25 @@ def test_bad_login_is_401_with_a_sentence(client, annotator):
     r = client.post("/api/v1/auth/login", json={"username": "anna", "password": "nope nope"})
     assert r.status_code == 401 and "password" in r.json()["detail"]
     assert security.SESSION_COOKIE not in r.headers.get("set-cookie", "")
+
+
+def test_expired_tokens_and_sessions_are_refused(client, db, annotator):
+    from datetime import timedelta
+
+    from app.services import users
+
+    for kind in ("access", "api"):
+        expired = users.issue_token(db, annotator.user, kind, ttl=timedelta(seconds=-1))
+        db.commit()
+        r = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {expired.token}"})
+        assert r.status_code == 401 and "expired" in r.json()["detail"]
+    session = users.issue_token(db, annotator.user, "session", ttl=timedelta(seconds=-1))
+    db.commit()
+    r = client.get("/api/v1/auth/me", headers={"cookie": f"{security.SESSION_COOKIE}={session.token}"})
+    assert r.status_code == 401 and "sign in again" in r.json()["detail"]
+    # a session secret is not a bearer token, and the other way round
+    live = users.issue_token(db, annotator.user, "session", ttl=timedelta(hours=1))
+    db.commit()
+    assert client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {live.token}"}).status_code == 401
+    cookie = {"cookie": f"{security.SESSION_COOKIE}={annotator.token}"}
+    assert client.get("/api/v1/auth/me", headers=cookie).status_code == 401

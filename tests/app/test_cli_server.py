@@ -58,3 +58,44 @@ def test_db_commands_create_user_and_tokens(env):
     r = runner.invoke(cli, ["db", "downgrade", "base"])
     assert r.exit_code == 0 and "None" in r.output
     engine.dispose()
+
+
+def test_serve_starts_the_real_server(env, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from app.cli import main; main()",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "PATCHSCREEN_DATA_DIR": str(tmp_path)},
+    )
+    try:
+        for _ in range(150):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the server did not answer")
+        assert r.status_code == 200 and r.json()["database"] == "ok"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/images").status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(20)
