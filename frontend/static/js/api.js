@@ -171,13 +171,8 @@ export function fmtBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
-/** Items of a list answer whatever its envelope: a bare array, {items}, {results} or {data}. */
+/** Items of a list answer: the API answers either a bare array or a page object with ``items``. */
 export function itemsOf(data) {
   if (Array.isArray(data)) return data;
-  if (data && typeof data === "object") {
-    for (const k of ["items", "results", "data", "images", "jobs", "models", "suggestions"]) {
-      if (Array.isArray(data[k])) return data[k];
-    }
-  }
-  return [];
+  return data && Array.isArray(data.items) ? data.items : [];
 }

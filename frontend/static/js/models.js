@@ -9,14 +9,6 @@ const detail = document.getElementById("model-detail");
 const rocBox = document.getElementById("roc");
 let selected = location.hash.startsWith("#v") ? Number(location.hash.slice(2)) : null;
 
-function metric(m, ...keys) {
-  for (const k of keys) {
-    const v = k.split(".").reduce((o, p) => (o && typeof o === "object" ? o[p] : undefined), m);
-    if (v !== undefined && v !== null && typeof v !== "object") return v;
-  }
-  return null;
-}
-
 function trainingCounts(mv) {
   const s = mv.training_summary || {};
   const parts = [];
@@ -29,12 +21,10 @@ function trainingCounts(mv) {
   return parts.join(", ") || "–";
 }
 
+/** metrics.roc = {fpr: [...], tpr: [...]}: the validation patch ROC the training job recorded. */
 function rocOf(m) {
-  const r = m?.roc ?? m?.roc_curve ?? m?.patch_roc ?? m?.val_roc ?? null;
-  if (!r) return null;
-  if (Array.isArray(r.fpr) && Array.isArray(r.tpr)) return { fpr: r.fpr, tpr: r.tpr, auc: r.auc };
-  if (Array.isArray(r) && r.length && Array.isArray(r[0])) return { fpr: r.map((p) => p[0]), tpr: r.map((p) => p[1]) };
-  return null;
+  const r = m?.roc;
+  return r && Array.isArray(r.fpr) && Array.isArray(r.tpr) && r.fpr.length > 1 ? r : null;
 }
 
 function svg(tag, attrs = {}, text) {
@@ -69,7 +59,7 @@ function drawRoc(mv) {
   root.append(svg("text", { x: (L + W) / 2, y: H - 4, "text-anchor": "middle" }, "false positive rate"));
   const yl = svg("text", { x: 12, y: (H - B) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(H - B) / 2})` }, "true positive rate");
   root.append(yl);
-  const auc = roc.auc ?? metric(mv.metrics, "patch_auc", "val_patch_auc", "auc");
+  const auc = mv.metrics.val_patch_auc ?? null;
   rocBox.replaceChildren(el("h3", {}, `ROC curve, version ${mv.version}${auc !== null ? ` (AUC ${fmtNum(auc, 3)})` : ""}`), root);
 }
 
@@ -127,18 +117,17 @@ async function load() {
   }
   errorBox.replaceChildren();
   const models = itemsOf(data);
-  const activeVersion = data?.active_version ?? models.find((m) => m.active || m.is_active)?.version ?? null;
+  const activeVersion = models.find((m) => m.active)?.version ?? null;
   tbody.replaceChildren(...models.map((mv) => {
-    const isActive = mv.version === activeVersion || mv.active === true || mv.is_active === true;
-    mv.active = isActive;
+    const isActive = mv.active;
     const m = mv.metrics || {};
     return el("tr", { id: `v${mv.version}`, class: isActive ? "is-active" : "", dataset: { version: mv.version } },
       el("td", {}, el("a", { href: `#v${mv.version}`, onclick: (e) => { e.preventDefault(); select(mv.version); } }, `v${mv.version}`)),
       el("td", {}, isActive ? el("span", { class: "badge active" }, "active") : ""),
       el("td", {}, `${mv.method}${mv.preset ? ` · ${mv.preset}` : ""}`),
       el("td", { class: "nowrap" }, fmtDate(mv.created_at)),
-      el("td", {}, fmtNum(metric(m, "patch_auc", "val_patch_auc", "auc"), 3)),
-      el("td", {}, fmtNum(metric(m, "image_auc", "val_image_auc"), 3)),
+      el("td", {}, fmtNum(m.val_patch_auc, 3)),
+      el("td", {}, fmtNum(m.val_image_auc, 3)),
       el("td", {}, fmtNum(mv.threshold, 2)),
       el("td", { class: "small" }, trainingCounts(mv)),
       el("td", {}, user.isAdmin && !isActive
