@@ -282,10 +282,19 @@ def soft_delete(session: Session, image_id: int, user: User) -> ImageRow:
 # --- serving: always re-encoded from pixels, so no EXIF, XMP, IPTC or comments go back out ---
 
 
+def _original(storage: Storage, row: ImageRow) -> bytes:
+    if not storage.exists(row.storage_key):
+        raise NotFound(
+            f"The original file of image {row.id} is missing from storage ({storage.root}); its patches and "
+            "labels are intact in the database. Restore the storage directory from a backup."
+        )
+    return storage.read(row.storage_key)
+
+
 def grid_png(storage: Storage, row: ImageRow) -> bytes:
     key = storage.derived_key(row.sha256, "grid.png")
     if not storage.exists(key):  # e.g. storage restored from a backup of originals only
-        pre = preprocess_file(storage.read(row.storage_key), PARAMS, row.original_filename)
+        pre = preprocess_file(_original(storage, row), PARAMS, row.original_filename)
         storage.write(key, encode_png(to_uint8(pre.image)))
     return storage.read(key)
 
@@ -300,7 +309,7 @@ def clean_original(storage: Storage, row: ImageRow) -> tuple[bytes, str]:
     ext, media = ("jpg", "image/jpeg") if row.format == "JPEG" else ("png", "image/png")
     key = storage.derived_key(row.sha256, f"clean.{ext}")
     if not storage.exists(key):
-        rgb8 = to_uint8(load_image(storage.read(row.storage_key), row.original_filename))
+        rgb8 = to_uint8(load_image(_original(storage, row), row.original_filename))
         storage.write(
             key, encode_jpeg(rgb8, quality=95) if ext == "jpg" else encode_png(rgb8, compress_level=6)
         )

@@ -244,3 +244,16 @@ def test_expired_tokens_and_sessions_are_refused(client, db, annotator):
     assert client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {live.token}"}).status_code == 401
     cookie = {"cookie": f"{security.SESSION_COOKIE}={annotator.token}"}
     assert client.get("/api/v1/auth/me", headers=cookie).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body,ctype",
+    [
+        (b"{not json", "application/json"),
+        (b'{"username": 1}', "application/json"),
+        (b"[]", "application/json"),
+    ],
+)
+def test_malformed_login_is_422_not_500(client, body, ctype):
+    r = client.post("/api/v1/auth/login", content=body, headers={"content-type": ctype})
+    assert r.status_code == 422 and "password" in r.json()["detail"]

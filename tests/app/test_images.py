@@ -365,3 +365,13 @@ def test_uploading_a_deleted_image_again_restores_it_with_its_labels(client, adm
     assert again.status_code == 200 and again.json()["id"] == image_id
     grid = client.get(f"/api/v1/images/{image_id}/labels", headers=annotator.headers).json()
     assert grid["grid"][1][1] == "healthy"
+
+
+def test_missing_storage_file_is_a_clear_404_not_a_crash(client, db, settings, annotator, jpeg_bytes):
+    import shutil
+
+    image_id = upload(client, annotator, jpeg_bytes).json()["id"]
+    shutil.rmtree(settings.storage_dir)
+    r = client.get(f"/api/v1/images/{image_id}/file", headers=annotator.headers)
+    assert r.status_code == 404 and "missing from storage" in r.json()["detail"]
+    assert client.get(f"/api/v1/images/{image_id}/labels", headers=annotator.headers).status_code == 200

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import ValidationError
 
 from app.api.deps import CurrentUser, PrincipalDep, SessionDep, SettingsDep
 from app.api.schemas import AccessToken, LoginIn, LoginOut, Message, UserOut
 from app.core import security
 from app.services import users
-from app.services.errors import Unauthorized
+from app.services.errors import Invalid, Unauthorized
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -30,12 +31,16 @@ def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: Sessio
 
 
 async def _login_body(request: Request) -> LoginIn:
-    if request.headers.get("content-type", "").startswith("application/json"):
-        return LoginIn.model_validate(await request.json())
-    form = await request.form()
-    return LoginIn.model_validate(
-        {"username": form.get("username", ""), "password": form.get("password", "")}
-    )
+    """JSON (JavaScript) or an HTML form (works without JavaScript); anything else is a clear 422."""
+    try:
+        if request.headers.get("content-type", "").startswith("application/json"):
+            return LoginIn.model_validate(await request.json())
+        form = await request.form()
+        return LoginIn.model_validate(
+            {"username": form.get("username", ""), "password": form.get("password", "")}
+        )
+    except (ValueError, ValidationError):  # bad JSON, wrong shape, an unparsable form
+        raise Invalid("Send a user name and a password (JSON or form fields username, password).") from None
 
 
 @router.post(
