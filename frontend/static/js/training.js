@@ -57,7 +57,7 @@ function renderCard(job) {
     ["Time left", ACTIVE.has(job.status) ? fmtDuration(pr.eta) : "–"],
     ["Validation AUC (patch)", fmtNum(pr.valAuc, 3)],
     ["Validation AUC (image)", fmtNum(pr.valImageAuc, 3)],
-    ...Object.entries(pr.losses).map(([k, v]) => [`Loss ${k}`, fmtNum(v, 4)]),
+    ...Object.entries(pr.losses).map(([k, v]) => [k.includes("acc") ? `Training accuracy (${k})` : `Loss ${k}`, fmtNum(v, 4)]),
     ["Worker", job.worker_host ? `${job.worker_host} (${job.worker_device || "?"})` : "–"],
     ["Started", fmtDate(job.started_at)],
   ];
