@@ -389,6 +389,11 @@ def claim_job(session: Session, job_id: int, *, host: str, device: str) -> Train
     if job is None or job.status != "queued" or job.cancel_requested:
         session.rollback()
         return None
+    produced = session.scalar(select(ModelVersion.id).where(ModelVersion.training_job_id == job_id).limit(1))
+    if produced is not None:  # registered, then the worker died before it wrote "succeeded"
+        job.status, job.model_version_id, job.finished_at = "succeeded", produced, job.finished_at or utcnow()
+        session.commit()
+        return None
     running = session.scalar(
         select(func.count())
         .select_from(TrainingJob)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from app.db.models import ModelVersion, TrainingJob, User
@@ -64,7 +64,14 @@ def job_out(session, job: TrainingJob) -> JobOut:
         else {k: v for k, v in snap.items() if k != "label_ids"}
         | {"n_labels": len(snap.get("label_ids", []))}
     )
-    version = session.scalar(select(ModelVersion.version).where(ModelVersion.id == job.model_version_id))
+    # The version row names its job from the commit that made the job succeed (the job's own
+    # pointer follows a moment later, after activation), so look it up from that side.
+    version = session.scalar(
+        select(ModelVersion.version)
+        .where(or_(ModelVersion.id == job.model_version_id, ModelVersion.training_job_id == job.id))
+        .order_by(ModelVersion.id.desc())
+        .limit(1)
+    )
     requester = session.scalar(select(User.username).where(User.id == job.requested_by_id))
     return JobOut(
         id=job.id,

@@ -74,7 +74,7 @@ def test_sigkilled_worker_job_is_requeued_in_bounded_time(
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             job = pg_api.client.get(f"{URL}/{job_id}", headers=pg_api.viewer).json()
-            if job["status"] == "running" and "epoch" in job["progress"]:
+            if job["status"] == "running":  # claimed: the worker is now inside the job
                 break
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
             time.sleep(0.2)
@@ -249,10 +249,13 @@ def test_racing_http_requests_make_exactly_one_job(pg_factory, settings):
 def test_corrupt_or_missing_checkpoint_never_replaces_the_active_model(
     pg_factory, settings, trained_checkpoint
 ):
+    from ml import checkpoint
+
     register_and_activate(pg_factory, trained_checkpoint)
     with pg_factory() as s:
-        for _ in range(2):
-            registry.register_model_version(s, trained_checkpoint, method="ssl_gan", preset="tiny")
+        for n in range(2):  # other models (other bytes) that will go bad in storage
+            other = checkpoint.save(checkpoint.load(trained_checkpoint), metrics={"copy": n})
+            registry.register_model_version(s, other, method="ssl_gan", preset="tiny")
         s.execute(
             text("UPDATE model_versions SET checkpoint = :junk WHERE version = 2"), {"junk": b"\x00" * 100}
         )

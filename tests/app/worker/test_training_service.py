@@ -275,3 +275,20 @@ def test_auto_retrain_after_n_labels_once_labeling_pauses(sqlite_factory, settin
         assert training.maybe_auto_retrain(s, auto) is None  # no new labels since its snapshot
         label_some(s, library, library.images[5:7])
         assert training.maybe_auto_retrain(s, auto) is not None
+
+
+def test_a_job_whose_worker_died_after_registering_is_not_trained_twice(
+    sqlite_factory, settings, library, trained_checkpoint
+):
+    job_id = make_job(sqlite_factory, settings, library)
+    with sqlite_factory() as s:
+        training.claim_job(s, job_id, host="gone", device="cpu")
+        registry.register_model_version(s, trained_checkpoint, method="ssl_gan", training_job_id=job_id)
+        s.get(TrainingJob, job_id).heartbeat_at = utcnow() - timedelta(minutes=10)
+        s.commit()
+        assert training.reap_stale_jobs(s, settings=settings) == [job_id]
+    assert training.run_job(job_id, sqlite_factory, settings=settings) == "skipped"
+    job = job_row(sqlite_factory, job_id)
+    assert job.status == "succeeded" and job.model_version_id is not None
+    with sqlite_factory() as s:
+        assert s.scalar(select(func.count()).select_from(ModelVersion)) == 1
