@@ -237,6 +237,16 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     in_db = current_labels_in_db(live_server.database_url, image_id, ADMIN[0])
     assert in_db == {k: (1 if v == "diseased" else 0) for k, v in EXPECTED.items()}
 
+    # N / P walk through the library (newest first) without the mouse.
+    page.keyboard.press("n")
+    page.wait_for_url(re.compile(rf"/images/(?!{image_id}/)\d+/label"))
+    page.locator('#label-app[data-loaded="true"]').wait_for()
+    page.keyboard.press("p")
+    page.wait_for_url(re.compile(rf"/images/{image_id}/label"))
+    page.locator('#label-app[data-loaded="true"]').wait_for()
+    footer = page.locator(".site-footer").inner_text()
+    assert "IDRiD" in footer and "CC BY 4.0" in footer
+
     # A second labeled image (through the REST API, as another tool would) gives the job a
     # validation image, hence a validation AUC and an ROC curve for the models page.
     other_id = next(i for i in image_ids_in_db(live_server.database_url) if i != image_id)
