@@ -53,7 +53,7 @@ function buildGrid() {
   for (let k = 0; k < GRID * GRID; k++) {
     const [r, c] = rc(k);
     const cell = el("button", {
-      type: "button", class: "cell", role: "gridcell", tabindex: "-1",
+      type: "button", class: "cell", tabindex: "-1",
       dataset: { row: r, col: c, k },
     });
     // Mouse: press cycles the cell; dragging on with the button held paints that same label over
