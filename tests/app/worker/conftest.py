@@ -83,7 +83,7 @@ def label_some(session: Session, lib: Library, image_ids: list[int], per_image: 
         label_service.set_labels(session, image_id, changes, lib.admin)
 
 
-def seed_library(factory: sessionmaker[Session], n_images: int = 8, n_labeled: int = 4) -> Library:
+def seed_library(factory: sessionmaker[Session], n_images: int = 6, n_labeled: int = 4) -> Library:
     with factory() as s:
         admin = User(username="admin", password_hash="x", role="admin")
         annotator = User(username="ann", password_hash="x", role="annotator")
