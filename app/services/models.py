@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,72 @@ class CheckpointError(Exception):
 def _load_predictor(data: bytes):
     from ml.predict import Predictor
 
-    return Predictor.from_checkpoint(data)
+    predictor = Predictor.from_checkpoint(data)
+    if OPTIMIZE_FOR_CPU:
+        optimize_for_cpu(predictor)
+    return predictor
+
+
+class _FrozenClassifier:
+    """Looks like an eval-mode nn.Module to the predictor (``training``, ``eval``, ``train``) but
+    keeps the frozen graph out of the module tree, which frozen TorchScript does not support."""
+
+    training = False
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+
+    def __call__(self, x):
+        return self.graph(x)
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("the frozen inference copy of a classifier cannot be trained")
+        return self
+
+
+def optimize_for_cpu(predictor, tolerance: float = 1e-4) -> bool:
+    """Serve a frozen TorchScript copy of the classifier on CPU, if it computes the same logits.
+
+    Weight norm is folded into plain weights (it is only needed while training), the network is
+    traced in channels_last layout and frozen, which lets oneDNN fuse each convolution with its
+    LeakyReLU. The copy is used only when its outputs match the original's on random patches;
+    otherwise (or on any error) the predictor is left as it was. Returns whether it was swapped.
+    """
+    import torch
+    from torch.nn.utils import parametrize
+
+    if getattr(predictor, "device", None) is None or predictor.device.type != "cpu":
+        return False
+    try:
+        folded = predictor.checkpoint.classifier().eval()
+        for module in list(folded.modules()):
+            if parametrize.is_parametrized(module):
+                for name in list(module.parametrizations.keys()):
+                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        folded = folded.to(memory_format=torch.channels_last)
+        p = predictor.params
+        gen = torch.Generator().manual_seed(0)
+        example = torch.rand(p.grid * p.grid, 3, p.model_res, p.model_res, generator=gen) * 2 - 1
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes about the model's Python control flow
+            frozen = _FrozenClassifier(torch.jit.freeze(torch.jit.trace(folded, example, check_trace=False)))
+            for _ in range(2):  # the first calls of a frozen graph specialise it
+                frozen(example)
+            expected = predictor.model.eval()(example)[0]
+            got = frozen(example)[0]
+        if not torch.allclose(got, expected, atol=tolerance, rtol=tolerance):
+            return False
+    except Exception:  # an architecture TorchScript cannot trace: keep the eager model
+        return False
+    predictor.model = frozen
+    return True
+
+
+OPTIMIZE_FOR_CPU = True
 
 
 def _verified_checkpoint(session: Session, mv: ModelVersion) -> bytes:

@@ -227,3 +227,15 @@ def test_a_failing_forward_pass_reaches_every_waiting_request():
         4,
     )  # still alive
     batcher.close()
+
+
+def test_cpu_optimised_classifier_gives_the_same_predictions(tiny_checkpoint):
+    from ml.predict import Predictor
+
+    plain = Predictor.from_checkpoint(tiny_checkpoint)
+    fast = Predictor.from_checkpoint(tiny_checkpoint)
+    assert models.optimize_for_cpu(fast) is True
+    assert fast.model is not plain.model
+    x = np.random.default_rng(1).integers(0, 256, size=(3, 64, 3, 32, 32), dtype=np.uint8)
+    np.testing.assert_allclose(fast.patch_logits(x), plain.patch_logits(x), atol=1e-4, rtol=1e-4)
+    assert [p.diseased for p in fast.predict(x)] == [p.diseased for p in plain.predict(x)]
