@@ -96,7 +96,8 @@ function renderCell(k) {
   cell.tabIndex = k === state.cursor ? 0 : -1;
   const parts = [];
   if (v) parts.push(el("span", { class: "tag" }, v === "diseased" ? "D" : "H"));
-  if (state.inflight[k] || state.desired[k] !== state.saved[k]) parts.push(el("span", { class: "pending", title: "saving" }));
+  if (state.failed[k]) parts.push(el("span", { class: "failed-mark", title: "not saved" }, "!"));
+  else if (state.inflight[k] || state.desired[k] !== state.saved[k]) parts.push(el("span", { class: "pending", title: "saving" }));
   const others = state.others[k];
   if (others.length) {
     parts.push(el("span", { class: "others" }, others.map((o) => el("i", { class: o.label || "", title: `${o.user}: ${labelName(o.label)}` }))));
