@@ -66,9 +66,19 @@ def test_other_annotators_labels_and_viewer_rights(live_server, browser, output_
     page.screenshot(path=output_dir / "label-with-other-annotator.png")
     context.close()
 
+    # A file name that is HTML is shown as text, never run.
+    nasty = '<img src=x onerror="window.__pwned=1">.png'
+    other = io.BytesIO()
+    Image.fromarray(generate(22, size=512, dr=False)[0]).save(other, format="PNG")
+    r = httpx.post(f"{base}/api/v1/images", headers=admin_h, files={"files": (nasty, other.getvalue())})
+    assert r.status_code in (200, 201), r.text
+
     context, page = sign_in(browser, base, VIEWER, errors)
     assert page.locator("#dropzone").count() == 0  # a viewer cannot upload
-    page.locator("#image-grid .thumb").first.wait_for()
+    page.locator("#image-grid .thumb").nth(1).wait_for()
+    shown = page.locator("#image-grid .thumb .fname").first.inner_text()
+    assert "onerror" in shown and page.locator("#image-grid .thumb .fname img").count() == 0
+    assert page.evaluate("window.__pwned") is None
     page.goto(f"{base}/images/{image_id}/label")
     page.locator('#label-app[data-loaded="true"]').wait_for()
     page.locator('#patch-grid .cell[data-row="0"][data-col="0"]').click()
