@@ -83,7 +83,9 @@ def test_other_annotators_labels_and_viewer_rights(live_server, browser, output_
     page.locator('#label-app[data-loaded="true"]').wait_for()
     page.locator('#patch-grid .cell[data-row="0"][data-col="0"]').click()
     page.keyboard.press("d")
-    assert page.locator('#patch-grid .cell:not([data-label=""])').count() == 0  # nothing set by the viewer
+    # The viewer sees the consensus (Anna's diseased; the admin's diseased outvotes Anna's healthy).
+    assert page.locator('#patch-grid .cell:not([data-label=""])').count() == 2
+    assert page.locator('#patch-grid .cell[data-row="0"][data-col="0"]').get_attribute("data-label") == ""
     assert page.locator("#patch-grid .cell .others i").count() == 3  # everyone else's labels are shown
     assert "cannot change labels" in page.locator("#toasts").inner_text()
     page.screenshot(path=output_dir / "label-as-viewer.png")

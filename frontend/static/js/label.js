@@ -32,6 +32,9 @@ let painting; // the label being painted while the mouse button is held, else un
 window.addEventListener("pointerup", () => { painting = undefined; });
 
 const idx = (r, c) => r * GRID + c;
+// What a cell shows: an annotator sees their own labels (others' as dots); a viewer, who labels
+// nothing, sees the consensus that training uses.
+const shown = (k) => (canLabel ? state.desired[k] : state.consensus[k]);
 const rc = (k) => [Math.floor(k / GRID), k % GRID];
 const labelName = (v) => v ?? "unlabeled";
 
@@ -85,7 +88,7 @@ function buildGrid() {
 
 function renderCell(k) {
   const cell = cells[k];
-  const v = state.desired[k];
+  const v = shown(k);
   const [r, c] = rc(k);
   cell.classList.toggle("diseased", v === "diseased");
   cell.classList.toggle("healthy", v === "healthy");
@@ -118,14 +121,16 @@ function renderAll() {
 }
 
 function renderCounters() {
-  const d = state.desired.filter((v) => v === "diseased").length;
-  const h = state.desired.filter((v) => v === "healthy").length;
+  const values = state.desired.map((_, k) => shown(k));
+  const d = values.filter((v) => v === "diseased").length;
+  const h = values.filter((v) => v === "healthy").length;
   document.getElementById("count-diseased").textContent = d;
   document.getElementById("count-healthy").textContent = h;
   document.getElementById("count-unlabeled").textContent = GRID * GRID - d - h;
   const byOthers = state.others.filter((o) => o.some((x) => x.label)).length;
-  document.getElementById("count-summary").textContent =
-    `You labeled ${d + h} of 64 patches.` + (byOthers ? ` Other annotators labeled ${byOthers} patches.` : "");
+  document.getElementById("count-summary").textContent = canLabel
+    ? `You labeled ${d + h} of 64 patches.` + (byOthers ? ` Other annotators labeled ${byOthers} patches.` : "")
+    : `Consensus of the annotators: ${d + h} of 64 patches labeled.`;
 }
 
 function renderCurrent() {
@@ -135,8 +140,9 @@ function renderCurrent() {
   zoom.alt = `Patch row ${r + 1}, column ${c + 1} at full resolution`;
   document.getElementById("cell-title").textContent = `Patch row ${r + 1}, column ${c + 1}`;
   const meta = state.mineMeta[k];
-  document.getElementById("cell-mine").textContent =
-    `Your label: ${labelName(state.desired[k])}` + (meta?.at && state.desired[k] === state.saved[k] ? ` (${fmtDate(meta.at)})` : "");
+  document.getElementById("cell-mine").textContent = canLabel
+    ? `Your label: ${labelName(state.desired[k])}` + (meta?.at && state.desired[k] === state.saved[k] ? ` (${fmtDate(meta.at)})` : "")
+    : `Consensus: ${labelName(state.consensus[k])}`;
   const others = state.others[k];
   const box = document.getElementById("cell-others");
   if (!others.length) {
