@@ -136,10 +136,21 @@ def run_cell(
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
     dev = resolve_device(opts["device"])
     t0 = time.perf_counter()
+
+    def show(p: Any) -> None:  # validation points only: the learning curve, live
+        if p.val_patch_auc is not None and p.iteration % max(1, p.iterations // p.epochs) == 0:
+            print(
+                f"  {cell.name} epoch {p.epoch}/{p.epochs} val patch {p.val_patch_auc:.3f} "
+                f"image {p.val_image_auc} {p.it_per_s:.1f} it/s",
+                flush=True,
+            )
+
     if cell.method == "ssl-gan":
-        result = ssl_gan.train(data, cfg, device=dev, model_cfg=model_cfg)
+        result = ssl_gan.train(data, cfg, device=dev, model_cfg=model_cfg, on_progress=show)
     else:
-        result = supervised.train(data, cfg, device=dev, model_cfg=model_cfg, method=cell.method)
+        result = supervised.train(
+            data, cfg, device=dev, model_cfg=model_cfg, method=cell.method, on_progress=show
+        )
     wall = time.perf_counter() - t0
     test = arrays.select(test_ids)
     ev = evaluate(result.classifier().to(dev), test.patches, test.patch_labels, test.image_labels, dev)
@@ -242,6 +253,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         "overrides": overrides,
         "resnet_epochs": args.resnet_epochs,
     }
+    previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
+    meta["commands"] = [*previous.get("commands", []), meta["command"]]  # a resumed run keeps its history
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"{len(done)} cells done, {len(todo)} to run; data {desc}, split {meta['split']}", flush=True)
     t0 = time.perf_counter()
@@ -321,7 +334,10 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
     md = [
         f"# Paper protocol: {out.name}",
         "",
-        f"Command: `{meta['command']}`  ",
+        "Commands (in order; each resumes the same folder):",
+        "",
+        *[f"    {c}" for c in meta.get("commands", [meta["command"]])],
+        "",
         f"Data: {meta['data']}, split {meta['split']}; device {results[0]['device']}; "
         f"preset {meta['preset']} with {meta['overrides']}; {len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
@@ -342,6 +358,7 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
     (out / "table.md").write_text("\n".join(md))
     with contextlib.suppress(ImportError):  # matplotlib missing: the tables are still written
         plot_rocs(out, results)
+        plot_curves(out, results)
 
 
 def plot_rocs(out: Path, results: list[dict]) -> None:
@@ -378,6 +395,46 @@ def plot_rocs(out: Path, results: list[dict]) -> None:
         ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "roc_image.png", dpi=80)
+    plt.close(fig)
+
+
+def learning_curve(out: Path, r: dict) -> list[tuple[int, float, float]]:
+    """(epoch, validation patch AUC, validation image AUC) of one run, from its saved history."""
+    path = out / "runs" / f"{r['method']}_{r['labeled']}_{r['sampling']}.history.json"
+    if not path.exists():
+        return []
+    hist = json.loads(path.read_text())
+    return [
+        (h["epoch"], h["val_patch_auc"], h["val_image_auc"])
+        for h in hist
+        if h.get("val_patch_auc") is not None
+    ]
+
+
+def plot_curves(out: Path, results: list[dict]) -> None:
+    """Validation AUC against epochs for every run: the learning curves the epoch budget is chosen from."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    colours = {"ssl-gan": "tab:red", "convnet": "tab:blue", "resnet34": "tab:green"}
+    for r in results:
+        curve = learning_curve(out, r)
+        if not curve:
+            continue
+        e, p, i = zip(*curve, strict=True)
+        style = dict(color=colours.get(r["method"], "k"), alpha=0.3 + 0.7 * (r["labeled"] <= 20), lw=1)
+        axes[0].plot(e, p, **style, label=f"{r['method']} n={r['labeled']}" if r["sampling"] == 0 else None)
+        axes[1].plot(e, [x if x is not None else np.nan for x in i], **style)
+    axes[0].set_title("validation patch AUC")
+    axes[1].set_title("validation image AUC")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=80)
     plt.close(fig)
 
 
