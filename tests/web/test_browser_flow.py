@@ -244,6 +244,13 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     page.keyboard.press("p")
     page.wait_for_url(re.compile(rf"/images/{image_id}/label"))
     page.locator('#label-app[data-loaded="true"]').wait_for()
+    # With the images page's filter "labeled", N stays: this is the only labeled image so far.
+    page.goto(f"{base}/images/{image_id}/label?status=labeled")
+    page.locator('#label-app[data-loaded="true"]').wait_for()
+    page.wait_for_function("() => document.querySelector('#next-image').classList.contains('disabled')")
+    page.keyboard.press("n")
+    page.locator(".toast", has_text="last image").wait_for()
+    assert re.search(rf"/images/{image_id}/label\?status=labeled$", page.url)
     footer = page.locator(".site-footer").inner_text()
     assert "IDRiD" in footer and "CC BY 4.0" in footer
 

@@ -34,14 +34,15 @@ function statusBadges(img) {
 
 function thumb(img) {
   const name = img.original_filename;
+  const labelHref = `/images/${img.id}/label${statusSel.value ? `?status=${statusSel.value}` : ""}`;
   return el("article", { class: "thumb", dataset: { imageId: img.id } },
-    el("a", { class: "open", href: `/images/${img.id}/label`, title: `Label ${name}` },
+    el("a", { class: "open", href: labelHref, title: `Label ${name}` },
       el("img", { src: `${img.preview_url}?size=256`, alt: `Fundus photograph ${name}`, loading: "lazy" }),
       el("span", { class: "fname" }, name)),
     el("div", { class: "meta" },
       el("span", { class: "row" }, statusBadges(img)),
       el("span", { class: "row" },
-        el("a", { href: `/images/${img.id}/label`, class: "small" }, "Label"),
+        el("a", { href: labelHref, class: "small" }, "Label"),
         el("a", { href: `/predict?image_id=${img.id}`, class: "small" }, "Prediction")),
     ),
   );

@@ -289,7 +289,7 @@ async function goTo(which) {
     toast("Some labels are not saved yet: press Retry first.", "error", 5000);
     return;
   }
-  window.location.assign(`/images/${id}/label`);
+  window.location.assign(labelUrl(id));
 }
 
 document.addEventListener("keydown", (e) => {
@@ -353,20 +353,28 @@ async function loadImageInfo() {
   document.title = `Label ${name} · PatchScreen`;
 }
 
+// N / P follow the images page's order (newest first) and its filter, passed as ?status=, so that
+// "unlabeled" walks through the images still to label. Positions are found by id, so the walk goes
+// on even when the current image has just left the filter (e.g. it got its first label).
+const listStatus = new URLSearchParams(location.search).get("status") || "";
+const labelUrl = (id) => `/images/${id}/label${listStatus ? `?status=${encodeURIComponent(listStatus)}` : ""}`;
+
 async function loadNeighbours() {
-  // The order of the images page (newest first); fine for the few thousand images of a site.
   const ids = [];
+  const filter = listStatus ? `&status=${encodeURIComponent(listStatus)}` : "";
   for (let offset = 0; offset < 5000; offset += 200) {
-    const page = (await api(`/images?limit=200&offset=${offset}`)).items;
-    ids.push(...page.map((i) => String(i.id)));
+    const page = (await api(`/images?limit=200&offset=${offset}${filter}`)).items;
+    ids.push(...page.map((i) => Number(i.id)));
     if (page.length < 200) break;
   }
-  const at = ids.indexOf(String(imageId));
-  neighbours = { prev: at > 0 ? ids[at - 1] : null, next: at >= 0 && at + 1 < ids.length ? ids[at + 1] : null };
+  const me = Number(imageId);
+  const newer = ids.filter((id) => id > me);
+  const older = ids.filter((id) => id < me);
+  neighbours = { prev: newer.length ? newer[newer.length - 1] : null, next: older.length ? older[0] : null };
   const prevA = document.getElementById("prev-image");
   const nextA = document.getElementById("next-image");
-  prevA.href = neighbours.prev ? `/images/${neighbours.prev}/label` : "#";
-  nextA.href = neighbours.next ? `/images/${neighbours.next}/label` : "#";
+  prevA.href = neighbours.prev ? labelUrl(neighbours.prev) : "#";
+  nextA.href = neighbours.next ? labelUrl(neighbours.next) : "#";
   prevA.classList.toggle("disabled", !neighbours.prev);
   nextA.classList.toggle("disabled", !neighbours.next);
   for (const [a, which] of [[prevA, "prev"], [nextA, "next"]]) {
