@@ -74,12 +74,57 @@ class SecurityAndMetricsMiddleware:
             await send(message)
 
         try:
+            if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+                receive = await _buffer_small_body(scope, receive)
+                if receive is None:
+                    await JSONResponse({"detail": _BODY_TOO_LARGE}, status_code=413)(
+                        scope, receive, send_wrapper
+                    )
+                    return
             await self.app(scope, receive, send_wrapper)
         finally:
             path = _route_template(scope)
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(method, path, str(status["code"])).inc()
             metrics.HTTP_LATENCY.labels(method, path).observe(time.perf_counter() - start)
+
+
+MAX_NON_UPLOAD_BODY = 1024 * 1024
+_BODY_TOO_LARGE = "The request body is larger than 1 MiB; only image uploads (multipart) may be bigger."
+
+
+async def _buffer_small_body(scope, receive):
+    """Read a non-multipart body (JSON, forms: small by nature) up to 1 MiB, as it arrives.
+
+    Returns a ``receive`` that replays it, or None when it is too large. Multipart uploads are
+    not touched: they stream to their own per-file limit (app/api/uploads.py).
+    """
+    headers = dict(scope.get("headers") or [])
+    if headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data"):
+        return receive
+    declared = headers.get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > MAX_NON_UPLOAD_BODY:
+        return None
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        if len(body) > MAX_NON_UPLOAD_BODY:
+            return None
+        if not message.get("more_body", False):
+            break
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _route_template(scope) -> str:

@@ -133,3 +133,26 @@ def test_start_up_creates_the_schema_on_an_empty_database(tmp_path):
         assert c.get("/health").json()["schema_revision"] == migrate.head_revision()
     assert migrate.current_revision(app.state.engine) == migrate.head_revision()
     app.state.engine.dispose()
+
+
+def test_json_bodies_over_one_mib_are_refused(client, annotator):
+    big = b'{"labels": [' + b'{"row": 0, "col": 0, "label": "healthy"},' * 30000 + b"]}"
+    r = client.put(
+        "/api/v1/images/1/labels",
+        content=big,
+        headers={**annotator.headers, "content-type": "application/json"},
+    )
+    assert r.status_code == 413 and "1 MiB" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: counted as it streams
+        yield b'{"labels": ['
+        for _ in range(400):
+            yield b'{"row": 0, "col": 0, "label": "healthy"},' * 100
+        yield b"]}"
+
+    r = client.put(
+        "/api/v1/images/1/labels",
+        content=chunks(),
+        headers={**annotator.headers, "content-type": "application/json"},
+    )
+    assert r.status_code == 413
