@@ -113,5 +113,11 @@ def test_other_annotators_labels_and_viewer_rights(live_server, browser, output_
     assert painted.count() == 4
     grid = httpx.get(f"{base}/api/v1/images/{image_id}/labels", headers=anna_h).json()
     assert [c["mine"] for c in grid["cells"] if c["row"] == 7][:5] == ["diseased"] * 4 + [None]
+
+    # Sign out ends the session: the pages send the browser back to sign-in.
+    page.click("#sign-out")
+    page.wait_for_url(re.compile(r"/login$"))
+    page.goto(f"{base}/images")
+    page.wait_for_url(re.compile(r"/login\?next="))
     context.close()
     assert not errors, errors
