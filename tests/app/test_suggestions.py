@@ -271,3 +271,21 @@ def patches_from_bytes_of(db: Session, image_id: int) -> np.ndarray:
     from ml.data.patches import patches_from_bytes
 
     return patches_from_bytes(db.scalar(select(Image.patches).where(Image.id == image_id)))
+
+
+def test_a_request_spends_a_bounded_model_time_and_later_ones_cover_the_rest(session):
+    activate_model(session)
+    for i in range(40):
+        add_image(session, f"i{i:02d}.png", np.full(64, 250))
+    calls = []
+
+    def slow_model(batch):
+        calls.append(len(batch))
+        return logits_from_pixels(batch)
+
+    first = svc.rank(session, 5, compute_budget_s=0.0, logits_fn=slow_model)
+    assert calls == [svc.BATCH_IMAGES]  # one batch, then the budget stops the model
+    assert (first.scanned_images, first.pending_images) == (svc.BATCH_IMAGES, 40 - svc.BATCH_IMAGES)
+    second = svc.rank(session, 5, compute_budget_s=None, logits_fn=slow_model)
+    assert calls == [16, 16, 8]  # the cached images are not scored again
+    assert (second.scanned_images, second.pending_images) == (40, 0)

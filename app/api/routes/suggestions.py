@@ -27,7 +27,10 @@ class SuggestionOut(BaseModel):
 class SuggestionList(BaseModel):
     request_id: str = Field(description="Identifies this set of suggestions in the suggestions table.")
     model_version: int
-    scanned_images: int
+    scanned_images: int = Field(description="Images whose patches were ranked.")
+    pending_images: int = Field(
+        description="Images the active model has not scored yet: a later request covers them."
+    )
     items: list[SuggestionOut]
 
 
@@ -56,6 +59,7 @@ async def get_suggestions(
     batch = await run_in_threadpool(work)
     return SuggestionList(
         request_id=batch.request_id, model_version=batch.model_version, scanned_images=batch.scanned_images,
+        pending_images=batch.pending_images,
         items=[
             SuggestionOut(
                 image_id=s.image_id, row=s.row, col=s.col, rank=s.rank, probability=s.probability,

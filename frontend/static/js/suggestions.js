@@ -22,7 +22,8 @@ async function load() {
     return;
   }
   const items = itemsOf(data);
-  info.textContent = data.model_version ? `from model version ${data.model_version}` : "";
+  info.textContent = `from model version ${data.model_version}, ${data.scanned_images} images ranked`
+    + (data.pending_images ? `; ${data.pending_images} not scored yet: refresh to include them` : "");
   grid.replaceChildren(...items.map((s) => el("a", {
     class: "suggest", href: `/images/${s.image_id}/label?row=${s.row}&col=${s.col}`,
     dataset: { imageId: s.image_id, row: s.row, col: s.col },
