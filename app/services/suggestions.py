@@ -38,7 +38,7 @@ DEFAULT_SCAN_LIMIT = 1000
 # Model time one request may spend on images never scored by this version (the full-size model takes
 # about 0.39 s per image on a 2-core CPU, per issue 4); later requests carry on where this one stopped.
 DEFAULT_COMPUTE_BUDGET_S = 3.0
-BATCH_IMAGES = 16
+BATCH_IMAGES = 8
 CACHE_ENTRIES = 20_000
 
 # (model version bytes) -> function from uint8 patches (B, 64, 3, r, r) to diseased logits (B, 64).
