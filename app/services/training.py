@@ -367,9 +367,11 @@ def housekeeping(session_factory: sessionmaker[Session], settings: Settings) -> 
             reap_stale_jobs(session, settings=settings)
             redispatch_waiting(session, settings)
             maybe_auto_retrain(session, settings)
-        except Exception:  # never let housekeeping kill a worker; log and try again next tick
+        except Exception as exc:  # never let housekeeping kill a worker; say why and try next tick
             session.rollback()
-            log.exception("housekeeping failed")
+            log.warning(
+                "job housekeeping failed (%s: %s)", type(exc).__name__, str(exc).splitlines()[0][:300]
+            )
 
 
 # --------------------------------------------------------------------------------------- running
@@ -732,11 +734,10 @@ def register_result(
     data: JobData,
     settings: Settings,
 ) -> tuple[ModelVersion | None, bool, str]:
-    """Checkpoint -> evaluation -> immutable version (+ job succeeded) -> activation by policy.
+    """Checkpoint -> evaluation -> immutable version -> activation by policy -> job succeeded.
 
     The checkpoint is loaded back from its bytes and evaluated before anything is registered, so a
-    version that cannot serve never exists. The job turns ``succeeded`` in the same commit that
-    registers the version; activation (which verifies the checkpoint once more) follows, and when it
+    version that cannot serve never exists. Activation verifies the checkpoint once more; when it
     is refused the previous model keeps serving and the job says why.
     """
     from app.services import models as registry
@@ -755,13 +756,13 @@ def register_result(
         settings.activation_policy, metrics.get("val_patch_auc"), active, baseline
     )
 
-    job = session.get(TrainingJob, job_id, with_for_update=True, populate_existing=True)
+    job = session.get(TrainingJob, job_id, populate_existing=True)
     if job is None or job.status != "running" or job.attempts != attempt:
         session.rollback()
         log.warning("job %d was taken from this worker; its result is discarded", job_id)
         return None, False, "job no longer ours"
-    job.status, job.finished_at = "succeeded", utcnow()  # committed by the registration below
     requester = session.get(User, job.requested_by_id) if job.requested_by_id else None
+    progress, label_ids = dict(job.progress or {}), list(job.label_snapshot["label_ids"])
     version = registry.register_model_version(
         session,
         blob,
@@ -771,7 +772,7 @@ def register_result(
         metrics=metrics,
         training_summary={
             **data.summary,
-            "label_ids": job.label_snapshot["label_ids"],
+            "label_ids": label_ids,
             "threshold_source": result.threshold_source,
             "device": result.device,
             "epochs_run": result.epochs_run,
@@ -786,14 +787,26 @@ def register_result(
             registry.activate(session, version.version, requester)
         except ServiceError as exc:
             activate, reason = False, f"not activated: {exc.message}"
-    job = session.get(TrainingJob, job_id, populate_existing=True)
-    job.model_version_id = version.id
-    job.progress = {
-        **(job.progress or {}),
-        "message": f"model version {version.version} registered; {reason}",
-        "activated": activate,
-    }
+    # One commit makes the job succeed with its version and the activation outcome. Should this
+    # worker die before it, the version row (training_job_id) lets the next claim finish the job
+    # without training it again (see claim_job).
+    done = session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job_id, TrainingJob.status == "running", TrainingJob.attempts == attempt)
+        .values(
+            status="succeeded",
+            finished_at=utcnow(),
+            model_version_id=version.id,
+            progress={
+                **progress,
+                "message": f"model version {version.version} registered; {reason}",
+                "activated": activate,
+            },
+        )
+    ).rowcount
     session.commit()
+    if not done:
+        log.warning("job %d was reaped while registering version %d", job_id, version.version)
     return version, activate, reason
 
 

@@ -62,8 +62,7 @@ def celery_for(redis_url: str) -> Celery:
 
     Tasks are ``shared_task``s, so every app built here knows them too.
     """
-    env = get_settings().redis_url
-    if redis_url == env:
+    if redis_url == celery_app.conf.broker_url:
         return celery_app
     return make_celery(Settings(redis_url=redis_url))
 

@@ -66,3 +66,10 @@ def test_worker_names_its_device(caplog, monkeypatch):
         runner.start_celery_worker(["gpu"], settings=Settings(device="cpu", redis_url="redis://x:1/0"))
     assert started[0]["queues"] == ["gpu"] and started[0]["pool"] == "solo"
     assert "device cpu" in caplog.text and "no CUDA device" in caplog.text
+
+
+def test_each_redis_url_gets_an_app_that_sends_there():
+    from app.worker.celery_app import celery_app, celery_for
+
+    for url in ("redis://127.0.0.1:6379/13", "redis://other-host:6380/2", celery_app.conf.broker_url):
+        assert celery_for(url).conf.broker_url == url

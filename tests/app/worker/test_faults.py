@@ -19,6 +19,7 @@ from sqlalchemy import func, select, text
 from app.db.models import PatchLabel, TrainingJob
 from app.services import models as registry
 from app.services import training
+from app.worker.celery_app import training_queue
 from tests.app.worker.conftest import ROOT_DIR, register_and_activate
 from tests.app.worker.test_celery_worker import prepare_redis, wait_for
 from tests.app.worker.test_training_api import URL, Api, closed_port, make_api, n_jobs
@@ -60,7 +61,7 @@ def test_sigkilled_worker_job_is_requeued_in_bounded_time(
     }
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
     worker = subprocess.Popen(
-        [sys.executable, "-c", "from app.cli import main; main()", "worker", "--queues", "celery"],
+        [sys.executable, "-c", "from app.cli import main; main()", "worker", "--queues", "gpu"],
         env=env,
         cwd=ROOT_DIR,
         stdout=log,
@@ -68,8 +69,15 @@ def test_sigkilled_worker_job_is_requeued_in_bounded_time(
         start_new_session=True,
     )
     try:
+        # The worker announces the gpu queue; from then on jobs are routed to it.
+        client = redis_lib.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 90
+        while training_queue(client) != "gpu" and time.monotonic() < deadline:
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            time.sleep(0.2)
         r = pg_api.client.post(URL, json={"preset": "tiny", "epochs": 5000}, headers=pg_api.admin)
         assert r.status_code == 202, r.text
+        assert r.json()["queue"] == "gpu"
         job_id = r.json()["id"]
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
