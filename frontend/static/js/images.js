@@ -72,7 +72,9 @@ export async function loadImages() {
   const total = data.total;
   grid.replaceChildren(...items.map(thumb));
   if (!items.length) {
-    grid.append(el("p", { class: "muted" }, page ? "No more images." : "No images match. Upload some above."));
+    const hint = page ? "No more images." : statusSel.value ? "No image matches this filter."
+      : dropzone ? "No images yet: upload some above." : "No images yet: an annotator or admin uploads them.";
+    grid.append(el("p", { class: "muted" }, hint));
   }
   countInfo.textContent = `${total} image${total === 1 ? "" : "s"}`;
   const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));

@@ -360,6 +360,7 @@ const listStatus = new URLSearchParams(location.search).get("status") || "";
 const labelUrl = (id) => `/images/${id}/label${listStatus ? `?status=${encodeURIComponent(listStatus)}` : ""}`;
 
 async function loadNeighbours() {
+  if (listStatus) document.getElementById("all-images").href = `/images?status=${encodeURIComponent(listStatus)}`;
   const ids = [];
   const filter = listStatus ? `&status=${encodeURIComponent(listStatus)}` : "";
   for (let offset = 0; offset < 5000; offset += 200) {
