@@ -292,3 +292,24 @@ def test_a_job_whose_worker_died_after_registering_is_not_trained_twice(
     assert job.status == "succeeded" and job.model_version_id is not None
     with sqlite_factory() as s:
         assert s.scalar(select(func.count()).select_from(ModelVersion)) == 1
+
+
+def test_supervised_baseline_jobs_use_the_same_path(
+    sqlite_factory, settings, library, monkeypatch, trained_result
+):
+    calls: list[dict] = []
+
+    def fake_supervised(data, cfg, **kwargs):  # ml.train.supervised is tested in tests/ml
+        calls.append({"cfg": cfg, **kwargs})
+        return trained_result
+
+    monkeypatch.setattr("ml.train.supervised.train", fake_supervised)
+    with sqlite_factory() as s:
+        request = training.JobRequest(method="convnet", preset="tiny", epochs=2, train_overrides=TINY)
+        job_id = training.create_job(s, request, user_id=library.admin.id, settings=settings).id
+    assert training.run_job(job_id, sqlite_factory, settings=settings) == "succeeded"
+    assert calls[0]["method"] == "convnet" and calls[0]["cfg"].epochs == 2
+    assert callable(calls[0]["should_stop"]) and callable(calls[0]["on_progress"])
+    with sqlite_factory() as s:
+        mv = s.get(ModelVersion, s.get(TrainingJob, job_id).model_version_id)
+        assert mv.method == "convnet" and registry.active_version(s).id == mv.id
