@@ -29,7 +29,8 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin patchscreen \
     && mkdir -p /data && chown patchscreen /data
 COPY --from=api-build /opt/venv /opt/venv
 COPY --from=api-build /opt/patchscreen /opt/patchscreen
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PATCHSCREEN_DATA_DIR=/data
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PATCHSCREEN_DATA_DIR=/data \
+    PATCHSCREEN_BENCH_CACHE=/home/patchscreen/.cache/patchscreen-bench
 WORKDIR /opt/patchscreen
 USER patchscreen
 EXPOSE 8000
@@ -59,7 +60,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin patchscreen
 COPY --from=worker-build /opt/venv /opt/venv
 COPY --from=worker-build /opt/patchscreen /opt/patchscreen
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+# The source tree is read-only to the worker user; anything it caches goes under its home.
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
+    PATCHSCREEN_BENCH_CACHE=/home/patchscreen/.cache/patchscreen-bench
 WORKDIR /opt/patchscreen
 USER patchscreen
 CMD ["patchscreen", "worker", "--queues", "gpu"]
