@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 from sqlalchemy import func, select
 
 from app.core.config import Settings
@@ -52,3 +53,17 @@ def test_scripts_run_commands_exist():
             if token.startswith("--"):
                 assert token in _option_names(command), f"scripts/run: `{' '.join(argv)}` has no {token}"
     assert "--with-worker" in script and "scripts/bootstrap" in script
+
+
+@pytest.mark.shared_data
+def test_demo_from_real_idrid_labels_lesion_patches(shared_idrid, tmp_path):
+    settings = Settings(data_dir=tmp_path, redis_url=None, database_url=None)
+    assert (
+        seed_demo(source=shared_idrid, n_images=4, labeled_images=2, settings=settings, echo=lambda _: None)
+        == 4
+    )
+    factory = make_sessionmaker(make_engine(settings.resolved_database_url))
+    with factory() as s:
+        values = np.concatenate(list(labels.consensus_labels(s).values()))
+    # One DR image (lesion masks -> diseased patches) and one healthy image were labeled.
+    assert (values == 1).sum() > 0 and (values == 0).sum() >= 8
