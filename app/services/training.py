@@ -443,7 +443,8 @@ def load_job_data(session: Session, snapshot: dict[str, Any], seed: int) -> JobD
     labels = {i: a for i, a in labels.items() if (a >= 0).any()}
     image_ids = list(session.scalars(select(Image.id).where(Image.deleted_at.is_(None)).order_by(Image.id)))
     labeled = [i for i in image_ids if i in labels]
-    val_ids = _pick_validation(labeled, labels, seed)
+    digests = dict(session.execute(select(Image.id, Image.sha256).where(Image.id.in_(labeled))).all())
+    val_ids, how = _pick_validation(labeled, labels, digests, seed)
     train_ids = [i for i in image_ids if i not in set(val_ids)]
 
     def load(ids: list[int]) -> np.ndarray:
@@ -468,6 +469,7 @@ def load_job_data(session: Session, snapshot: dict[str, Any], seed: int) -> JobD
     summary = {
         **data.summary(),
         "val_image_ids": val_ids,
+        "val_split": how,
         "label_snapshot_max_id": snapshot["max_label_id"],
         "n_snapshot_labels": len(snapshot["label_ids"]),
     }
@@ -475,18 +477,34 @@ def load_job_data(session: Session, snapshot: dict[str, Any], seed: int) -> JobD
     return JobData(train=data, val_image_ids=val_ids, summary=summary)
 
 
-def _pick_validation(labeled: list[int], labels: dict[int, np.ndarray], seed: int) -> list[int]:
-    """A quarter of the labeled images, both classes on each side of the split where possible."""
+def _pick_validation(
+    labeled: list[int], labels: dict[int, np.ndarray], digests: dict[int, str], seed: int
+) -> tuple[list[int], str]:
+    """Validation images: a quarter of the labeled ones, the *same* images in every job.
+
+    An image is a validation image when its SHA-256 falls in the first of four buckets, so a
+    version's validation images were never training images of an earlier version: comparing the
+    active model with a new one on them (the ``if_not_worse`` policy) is fair. While that rule
+    leaves a side of the split without both classes (few labels yet), a seeded random quarter
+    with both classes on each side is used instead, and the summary says so.
+    """
     if len(labeled) < 2:
-        return []
+        return [], "none"
+
+    def both_classes(ids: list[int]) -> bool:
+        return bool(ids) and {0, 1} <= set(np.concatenate([labels[i] for i in ids]).tolist())
+
+    stable = sorted(i for i in labeled if int(digests[i][:8], 16) % 4 == 0)
+    rest = [i for i in labeled if i not in set(stable)]
+    if both_classes(stable) and both_classes(rest):
+        return stable, "stable"
     n_val = max(1, round(VAL_FRACTION * len(labeled)))
     rng = np.random.default_rng(seed)
     for _ in range(50):
-        order = list(rng.permutation(labeled))
-        val, train = order[:n_val], order[n_val:]
-        if all({0, 1} <= set(np.concatenate([labels[i] for i in side]).tolist()) for side in (val, train)):
-            return sorted(int(i) for i in val)
-    return sorted(int(i) for i in list(rng.permutation(labeled))[:n_val])
+        order = [int(i) for i in rng.permutation(labeled)]
+        if both_classes(order[:n_val]) and both_classes(order[n_val:]):
+            return sorted(order[:n_val]), "random"
+    return sorted(int(i) for i in rng.permutation(labeled)[:n_val]), "random"
 
 
 class JobMonitor:
