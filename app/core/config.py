@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     default_preset: Literal["small", "full"] = "small"
     activation_policy: Literal["if_not_worse", "always", "manual"] = "if_not_worse"
     auto_retrain_after_labels: int = 0  # 0 = automatic retraining off
+    auto_retrain_quiet_s: float = 30.0  # debounce: wait for this long a pause in labeling
+    job_heartbeat_s: float = 2.0  # a running job's worker refreshes its row this often
+    job_stale_after_s: float = 60.0  # ... and is presumed dead when it has not for this long
+    job_max_attempts: int = 2  # a job whose worker died is re-queued until it has had this many
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

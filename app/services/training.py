@@ -11,7 +11,7 @@ worker) only delivers job ids. Everything that could race goes through the row:
   worker that was presumed dead and replaced cannot overwrite its successor's result.
 - *A dead worker* stops refreshing ``heartbeat_at``; ``reap_stale_jobs`` (run by every worker
   every few seconds and by the API whenever jobs are listed or created) re-queues the job once and
-  then fails it, so no job stays "running" for longer than ``STALE_AFTER_S`` after its worker died.
+  then fails it, so no job stays "running" for longer than ``job_stale_after_s`` after its worker died.
 
 Training reads only the database (patches and labels), so a worker on another host needs nothing
 but DATABASE_URL. The label set is snapshotted by label id when the job starts: the model version
@@ -46,13 +46,8 @@ PRESETS = ("tiny", "small", "full")
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
-# A running job whose heartbeat is older than this is presumed dead. Workers beat every
-# HEARTBEAT_S; the margin absorbs a slow database or a long garbage-collection pause.
-HEARTBEAT_S = float(os.environ.get("PATCHSCREEN_JOB_HEARTBEAT_S", "2"))
-STALE_AFTER_S = float(os.environ.get("PATCHSCREEN_JOB_STALE_AFTER_S", "60"))
-MAX_ATTEMPTS = int(os.environ.get("PATCHSCREEN_JOB_MAX_ATTEMPTS", "2"))
-# Automatic retraining waits for this long a pause in labeling, so a burst of clicks makes one job.
-AUTO_RETRAIN_QUIET_S = float(os.environ.get("PATCHSCREEN_AUTO_RETRAIN_QUIET_S", "30"))
+# Liveness and debounce timings are Settings: job_heartbeat_s, job_stale_after_s, job_max_attempts,
+# auto_retrain_quiet_s (see app/core/config.py).
 VAL_FRACTION = 0.25
 _JOB_LOCK_KEY = 0x5053_4A42  # "PSJB": the advisory lock that serialises job creation and claims
 # Set when this worker process is asked to shut down: the running job stops at its next iteration
@@ -263,9 +258,11 @@ def reap_stale_jobs(
     now: datetime | None = None,
     stale_after_s: float | None = None,
 ) -> list[int]:
-    """Re-queue (first time) or fail (after MAX_ATTEMPTS) running jobs whose heartbeat stopped."""
+    """Re-queue (until job_max_attempts) or fail running jobs whose heartbeat stopped."""
+    settings = settings or get_settings()
     now = now or utcnow()
-    cutoff = now - timedelta(seconds=STALE_AFTER_S if stale_after_s is None else stale_after_s)
+    cutoff = now - timedelta(seconds=settings.job_stale_after_s if stale_after_s is None else stale_after_s)
+    max_attempts = settings.job_max_attempts
     stale = list(
         session.scalars(
             select(TrainingJob).where(
@@ -286,19 +283,18 @@ def reap_stale_jobs(
                 TrainingJob.attempts == job.attempts,
             )
             .values(
-                status="queued" if job.attempts < MAX_ATTEMPTS else "failed",
-                error=f"{lost}; retrying (attempt {job.attempts + 1} of {MAX_ATTEMPTS})"
-                if job.attempts < MAX_ATTEMPTS
+                status="queued" if job.attempts < max_attempts else "failed",
+                error=f"{lost}; retrying (attempt {job.attempts + 1} of {max_attempts})"
+                if job.attempts < max_attempts
                 else f"{lost}; gave up after {job.attempts} attempts",
-                finished_at=None if job.attempts < MAX_ATTEMPTS else now,
+                finished_at=None if job.attempts < max_attempts else now,
             )
         )
-        if result.rowcount and job.attempts < MAX_ATTEMPTS:
+        if result.rowcount and job.attempts < max_attempts:
             requeued.append(job.id)
         log.warning("training job %s: %s", job.id, lost)
     session.commit()
     if requeued:
-        settings = settings or get_settings()
         for job_id in requeued:
             job = session.get(TrainingJob, job_id, populate_existing=True)
             try:
@@ -343,7 +339,7 @@ def maybe_auto_retrain(session: Session, settings: Settings | None = None) -> Tr
     new, newest = session.execute(
         select(func.count(PatchLabel.id), func.max(PatchLabel.created_at)).where(PatchLabel.id > since)
     ).one()
-    if new < n or newest is None or newest > utcnow() - timedelta(seconds=AUTO_RETRAIN_QUIET_S):
+    if new < n or newest is None or newest > utcnow() - timedelta(seconds=settings.auto_retrain_quiet_s):
         return None
     try:
         job = create_job(
@@ -511,12 +507,15 @@ class JobMonitor:
     """A thread that keeps the job row alive while training runs in the caller's thread.
 
     The training loop never touches the database: ``on_progress`` only stores the latest figures,
-    and this thread writes them with the heartbeat every HEARTBEAT_S and reads the cancel flag,
+    and this thread writes them with the heartbeat every ``interval`` s and reads the cancel flag,
     which ``should_stop`` then answers from memory on every iteration at no cost.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session], job_id: int, attempt: int) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], job_id: int, attempt: int, interval: float = 2.0
+    ) -> None:
         self.session_factory, self.job_id, self.attempt = session_factory, job_id, attempt
+        self.interval = interval
         self.stop = threading.Event()
         self.cancel = threading.Event()
         self.lost = threading.Event()
@@ -543,10 +542,10 @@ class JobMonitor:
         return self.cancel.is_set() or self.lost.is_set() or SHUTDOWN.is_set()
 
     def _run(self) -> None:
-        while not self.stop.wait(HEARTBEAT_S):
+        while not self.stop.wait(self.interval):
             try:
                 self.beat()
-            except Exception:  # a database hiccup: the next beat retries; STALE_AFTER_S has margin
+            except Exception:  # a database hiccup: the next beat retries; the staleness limit has margin
                 log.exception("heartbeat of job %s failed", self.job_id)
 
     def beat(self) -> None:
@@ -616,7 +615,7 @@ def run_job(
         dev_name,
         len(snapshot["label_ids"]),
     )
-    monitor = JobMonitor(session_factory, job_id, attempt)
+    monitor = JobMonitor(session_factory, job_id, attempt, settings.job_heartbeat_s)
     try:
         with session_factory() as session:
             data = load_job_data(session, snapshot, seed=request.seed or 0)

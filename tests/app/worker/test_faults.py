@@ -97,7 +97,8 @@ def test_sigkilled_worker_job_is_requeued_in_bounded_time(
             os.killpg(worker.pid, signal.SIGKILL)
         log.close()
 
-    monkeypatch.setattr(training, "STALE_AFTER_S", 3.0)
+    app = pg_api.client.app  # the API reaps dead jobs whenever one is read
+    app.state.settings = app.state.settings.model_copy(update={"job_stale_after_s": 3.0})
     killed_at = time.monotonic()
     job = wait_for(pg_api.client, job_id, pg_api.viewer, {"queued", "failed"}, timeout=20)
     assert time.monotonic() - killed_at < 15

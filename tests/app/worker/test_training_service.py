@@ -57,7 +57,7 @@ def test_training_needs_both_classes(sqlite_factory, settings, library):
 
 
 def test_job_trains_registers_and_activates_the_first_model(sqlite_factory, settings, library, monkeypatch):
-    monkeypatch.setattr(training, "HEARTBEAT_S", 0.05)
+    settings = settings.model_copy(update={"job_heartbeat_s": 0.05})
     job_id = make_job(sqlite_factory, settings, library)
     with sqlite_factory() as s:
         s.get(TrainingJob, job_id).params = {"train_overrides": {**TINY, "epochs": 4}}
@@ -138,7 +138,7 @@ def _max_label_id(factory) -> int:
 def test_cancel_stops_a_running_job_and_keeps_the_active_model(
     sqlite_factory, settings, library, monkeypatch
 ):
-    monkeypatch.setattr(training, "HEARTBEAT_S", 0.05)
+    settings = settings.model_copy(update={"job_heartbeat_s": 0.05})
     job_id = make_job(sqlite_factory, settings, library)
     with sqlite_factory() as s:
         s.get(TrainingJob, job_id).params = {"train_overrides": {**TINY, "epochs": 500}}
@@ -265,7 +265,7 @@ def test_auto_retrain_after_n_labels_once_labeling_pauses(sqlite_factory, settin
     with sqlite_factory() as s:
         assert training.maybe_auto_retrain(s, settings) is None  # off by default (N = 0)
         assert training.maybe_auto_retrain(s, auto) is None  # labels are too recent: debounced
-        monkeypatch.setattr(training, "AUTO_RETRAIN_QUIET_S", 0.0)
+        auto = auto.model_copy(update={"auto_retrain_quiet_s": 0.0})
         job = training.maybe_auto_retrain(s, auto)
         assert job is not None and job.trigger == "auto"
         assert training.maybe_auto_retrain(s, auto) is None  # one job at a time
