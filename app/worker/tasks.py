@@ -15,7 +15,7 @@ from celery import shared_task
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import get_settings
-from app.db.session import make_engine, make_sessionmaker
+from app.db.session import make_engine, make_sessionmaker, write_engine
 from app.services import training
 
 log = logging.getLogger("patchscreen.worker")
@@ -23,8 +23,13 @@ log = logging.getLogger("patchscreen.worker")
 
 @lru_cache(maxsize=4)
 def session_factory(url: str | None = None) -> sessionmaker[Session]:
-    """One engine per database URL per worker process (DATABASE_URL is all a worker needs)."""
-    return make_sessionmaker(make_engine(url or get_settings().resolved_database_url))
+    """One engine per database URL per worker process (DATABASE_URL is all a worker needs).
+
+    On SQLite every worker transaction takes the write lock when it begins (BEGIN IMMEDIATE): a
+    transaction that read and then writes would otherwise fail at once when an annotator's label
+    was committed in between, failing a finished training job at its very last step.
+    """
+    return make_sessionmaker(write_engine(make_engine(url or get_settings().resolved_database_url)))
 
 
 @shared_task(
