@@ -163,7 +163,7 @@ def _jpeg_1024(seed: int = 7) -> bytes:
 
 
 def _model_only(
-    checkpoint: bytes, batch_sizes=(1, 16), repeats: int = 5, optimized: bool = True
+    checkpoint: bytes, batch_sizes=(1, 4, 16), repeats: int = 5, optimized: bool = True
 ) -> dict[int, float]:
     """Seconds per forward pass (median) of the predictor alone, per batch size.
 
