@@ -250,7 +250,7 @@ def run_predict_bench(levels: list[int], requests: int, preset_name: str, port: 
         with _server(url, Path(tmp), port) as base:
             print(
                 "| clients | requests | p50 s | p95 s | throughput img/s | mean batch | model share of p50 "
-                "| non-model p50 ms |"
+                "| p50 minus its forward pass, ms (queueing + overhead) |"
             )
             print("|---|---|---|---|---|---|---|---|")
             summary = {}
