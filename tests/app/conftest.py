@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,29 +33,41 @@ PASSWORD = "correct horse battery"
 _PASSWORD_HASH = security.hash_password(PASSWORD)  # argon2 is slow on purpose: hash once per session
 
 
-@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_engine(request, tmp_path_factory) -> Iterator[Engine]:
-    """A migrated database per backend (PostgreSQL: a private schema in the test database)."""
+@contextmanager
+def private_engine(request, sqlite_path, prefix: str, *, migrated: bool = True) -> Iterator[Engine]:
+    """An engine on a database of its own: a SQLite file, or a private schema in the real
+    PostgreSQL (dropped afterwards), so tests never see or clobber anyone else's tables."""
     if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}")
-        migrate.upgrade(engine)
-        yield engine
-        engine.dispose()
+        engine = make_engine(f"sqlite:///{sqlite_path}")
+        try:
+            if migrated:
+                migrate.upgrade(engine)
+            yield engine
+        finally:
+            engine.dispose()
         return
     url = request.getfixturevalue("postgres_url")
-    schema = f"ps_app_{uuid.uuid4().hex[:8]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = make_engine(url)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
     try:
-        migrate.upgrade(engine)
+        if migrated:
+            migrate.upgrade(engine)
         yield engine
     finally:
         engine.dispose()
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_engine(request, tmp_path_factory) -> Iterator[Engine]:
+    """A migrated database per backend (PostgreSQL: a private schema in the test database)."""
+    with private_engine(request, tmp_path_factory.mktemp("db") / "test.sqlite3", "ps_app") as engine:
+        yield engine
 
 
 @pytest.fixture
@@ -191,23 +204,5 @@ def active_model(db: Session, tiny_checkpoint: bytes, admin: Account):
 def fresh_engine(request, tmp_path) -> Iterator[Engine]:
     """A migrated database of its own (file SQLite / private PostgreSQL schema) for tests that need
     several connections at once, which the rolled-back single-connection fixture cannot give."""
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
-        migrate.upgrade(engine)
+    with private_engine(request, tmp_path / "fresh.sqlite3", "ps_fresh") as engine:
         yield engine
-        engine.dispose()
-        return
-    url = request.getfixturevalue("postgres_url")
-    schema = f"ps_fresh_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        migrate.upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -11,7 +9,7 @@ from sqlalchemy import inspect, text
 
 from app.db import migrate
 from app.db.base import Base
-from app.db.session import make_engine
+from tests.app.conftest import private_engine
 
 TABLES = {
     "users",
@@ -28,22 +26,8 @@ TABLES = {
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def empty_engine(request, tmp_path):
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    with private_engine(request, tmp_path / "m.sqlite3", "ps_mig", migrated=False) as engine:
         yield engine
-        engine.dispose()
-        return
-    url = request.getfixturevalue("postgres_url")
-    schema = f"ps_mig_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
-    yield engine
-    engine.dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 def test_upgrade_from_empty_to_head_and_back_to_base(empty_engine):
