@@ -32,11 +32,6 @@ from app.services.storage import Storage
 log = logging.getLogger("patchscreen")
 ROOT = Path(__file__).resolve().parents[1]
 
-# Requests per forward pass. Measured on the 2-core host (docs/benchmarks.md): batches of 16
-# images (1024 patches) run slower per image than small ones once activations outgrow the caches;
-# 4 keeps most of the batching gain under CPU contention and little of the loss when idle.
-PREDICT_MAX_BATCH = 4
-
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
@@ -238,7 +233,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.engine = engine
     app.state.session_factory = _session_factory(engine)
     app.state.storage = Storage(settings.storage_dir)
-    app.state.batcher = Batcher(max_batch=PREDICT_MAX_BATCH, on_batch=metrics.observe_batch)
+    app.state.batcher = Batcher(max_batch=settings.predict_max_batch, on_batch=metrics.observe_batch)
 
     install_error_handlers(app)
     app.add_middleware(SecurityAndMetricsMiddleware, hsts=settings.cookie_secure)

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
 
     # Model and training defaults.
     device: str = "auto"
+    # Requests per /predict forward pass. Forward passes never overlap (one queue, one thread); on
+    # the 2-core CPU host batching measured slower per image than one image at a time (16 clients:
+    # 85% of model-only throughput at 1, 69% at 4; docs/benchmarks.md), so 1 is the default there.
+    # Raise it (e.g. 16) where the model runs on a GPU.
+    predict_max_batch: int = Field(default=1, ge=1, le=64)
     default_preset: Literal["small", "full"] = "small"
     activation_policy: Literal["if_not_worse", "always", "manual"] = "if_not_worse"
     auto_retrain_after_labels: int = 0  # 0 = automatic retraining off
