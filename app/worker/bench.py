@@ -81,34 +81,9 @@ def fan_out(
     if not settings.redis_url:
         raise SystemExit("bench paper-fanout needs REDIS_URL and running workers (`patchscreen worker`)")
     args = paper.parse([*argv, "--out", str(out)])
-    out.mkdir(parents=True, exist_ok=True)
-    arrays, desc = paper.load_data(args.data, out, tuple(args.synthetic_counts), Path(args.cache))
-    ids = paper.split(arrays, args.split_seed)
-    n_train = len(ids[0])
-    labeled = [n_train if x in ("all", str(n_train)) else int(x) for x in args.labeled.split(",")]
-    overrides = {
-        k: getattr(args, k)
-        for k in ("epochs", "max_iters_per_epoch", "batch_size", "eval_every")
-        if getattr(args, k) is not None
-    }
-    opts = {
-        "samplings": args.samplings,
-        "split_seed": args.split_seed,
-        "preset": args.preset,
-        "overrides": overrides,
-        "device": args.device,
-        "threads": args.threads,
-        "out": str(out),
-        "data_desc": desc,
-        "resnet_epochs": args.resnet_epochs,
-    }
-    results = paper.load_results(out)
-    done = {(r["method"], r["labeled"], r["sampling"]) for r in results}
-    todo = [
-        c
-        for c in paper.cells(args.methods.split(","), labeled, args.samplings)
-        if (c.method, c.labeled, c.sampling) not in done
-    ]
+    p = paper.plan(args)
+    arrays, desc, ids, overrides, opts = p.arrays, p.desc, p.ids, p.overrides, p.opts
+    results, done, todo = p.results, p.done, p.todo
     sha = publish_cohort(arrays, settings.redis_url)
     app = celery_for(settings.redis_url)
     queue = training_queue(_redis(settings.redis_url))

@@ -215,18 +215,34 @@ def cells(methods: Iterable[str], labeled: Iterable[int], samplings: int) -> lis
     return [Cell(m, n, s) for s in range(samplings) for n in labeled for m in methods]
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+@dataclass
+class Plan:
+    """What a protocol run over ``args`` has to do: the data, the split, the options every cell
+    gets, and the cells not yet in ``out/results.json`` (so a resumed run skips finished ones)."""
+
+    out: Path
+    arrays: Any
+    desc: str
+    ids: tuple[list[str], list[str], list[str]]
+    overrides: dict[str, Any]
+    opts: dict[str, Any]
+    results: list[dict]
+    done: set[tuple[str, int, int]]
+    todo: list[Cell]
+
+
+def plan(args: argparse.Namespace) -> Plan:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     arrays, desc = load_data(args.data, out, tuple(args.synthetic_counts), Path(args.cache))
     ids = split(arrays, args.split_seed)
     n_train = len(ids[0])
     labeled = [n_train if x in ("all", str(n_train)) else int(x) for x in args.labeled.split(",")]
-    methods = args.methods.split(",")
-    overrides: dict[str, Any] = {}
-    for key in ("epochs", "max_iters_per_epoch", "batch_size", "eval_every"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
+    overrides = {
+        key: getattr(args, key)
+        for key in ("epochs", "max_iters_per_epoch", "batch_size", "eval_every")
+        if getattr(args, key) is not None
+    }
     opts = {
         "samplings": args.samplings,
         "split_seed": args.split_seed,
@@ -241,8 +257,17 @@ def run(args: argparse.Namespace) -> list[dict]:
     results = load_results(out)
     done = {(r["method"], r["labeled"], r["sampling"]) for r in results}
     todo = [
-        c for c in cells(methods, labeled, args.samplings) if (c.method, c.labeled, c.sampling) not in done
+        c
+        for c in cells(args.methods.split(","), labeled, args.samplings)
+        if (c.method, c.labeled, c.sampling) not in done
     ]
+    return Plan(out, arrays, desc, ids, overrides, opts, results, done, todo)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    p = plan(args)
+    out, arrays, desc, ids, overrides, opts = p.out, p.arrays, p.desc, p.ids, p.overrides, p.opts
+    results, done, todo = p.results, p.done, p.todo
     meta = {
         "command": "python -m ml.bench.paper " + " ".join(args.argv),
         "data": desc,
