@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import Settings, get_settings
 from app.db.base import utcnow
 from app.db.models import Image, ModelVersion, PatchLabel, TrainingJob, User
-from app.services.errors import ServiceError
+from app.services.errors import Conflict, NotFound, ServiceError, Unavailable
 
 log = logging.getLogger("patchscreen.training")
 
@@ -59,8 +59,8 @@ class TrainingError(ServiceError):
     """Base class of this module's errors: ``message`` is a sentence for the person who asked."""
 
 
-class JobConflict(TrainingError):
-    status_code = 409
+class JobConflict(TrainingError, Conflict):
+    """Another job is queued or running (the API answers 409 with its id)."""
 
     def __init__(self, job: TrainingJob) -> None:
         super().__init__(
@@ -71,16 +71,16 @@ class JobConflict(TrainingError):
         self.job_id = job.id
 
 
-class NotEnoughLabels(TrainingError):
-    status_code = 409
+class NotEnoughLabels(TrainingError, Conflict):
+    """Training needs at least one healthy and one diseased labeled patch."""
 
 
-class QueueUnavailable(TrainingError):
-    status_code = 503
+class QueueUnavailable(TrainingError, Unavailable):
+    """Redis (the job queue) cannot be reached."""
 
 
-class JobNotFound(TrainingError):
-    status_code = 404
+class JobNotFound(TrainingError, NotFound):
+    """No training job with that id."""
 
 
 # --------------------------------------------------------------------------------------- requests

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import Settings
 from app.db import migrate
 from app.db.models import Image, User
-from app.db.session import make_engine, make_sessionmaker
+from app.db.session import make_engine, make_sessionmaker, write_engine
 from app.services import labels as label_service
 from app.services import models as registry
 from ml.data.patches import patches_to_bytes
@@ -100,7 +100,9 @@ def sqlite_factory(tmp_path) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     migrate.upgrade(engine)
     registry.predictors.clear()
-    yield make_sessionmaker(engine)
+    # As the worker does (app/worker/tasks.py): every transaction takes SQLite's write lock when it
+    # begins, so a read-then-write unit of work never meets a stale WAL snapshot (SQLITE_BUSY).
+    yield make_sessionmaker(write_engine(engine))
     engine.dispose()
 
 
@@ -178,5 +180,7 @@ def pg_url(postgres_url) -> str:
 def pg_factory(pg_url) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(pg_url)
     registry.predictors.clear()
-    yield make_sessionmaker(engine)
+    # As the worker does (app/worker/tasks.py): every transaction takes SQLite's write lock when it
+    # begins, so a read-then-write unit of work never meets a stale WAL snapshot (SQLITE_BUSY).
+    yield make_sessionmaker(write_engine(engine))
     engine.dispose()
