@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from app.db.models import Image as ImageRow
 from app.db.models import PatchLabel
 from ml.data.patches import patches_from_bytes, preprocess_file
 from tests.app.conftest import fundus_bytes, upload
+from tests.pngs import png
 
 
 def _count(db, model=ImageRow) -> int:
@@ -156,22 +155,7 @@ def test_unknown_image_is_404_with_a_sentence(client, viewer):
 
 def _png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     """A valid PNG header declaring a huge image, with a few bytes of data: the classic bomb shape."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
+    return png(width, height, 8, 2, b"\0" * 64)
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread():
     """One intra-op thread: on a small shared CPU, OpenMP spin-waiting makes 2 threads ~5x slower."""
     before = torch.get_num_threads()

@@ -12,15 +12,6 @@ from ml.train.ssl_gan import train
 from ml.train.toy import toy_patches, toy_train_data
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a small shared CPU, OpenMP spin-waiting makes 2 threads ~5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def result():
     model_cfg, cfg = preset("tiny")

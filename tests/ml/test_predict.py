@@ -2,19 +2,9 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from ml.predict import Predictor
 from ml.train.toy import tiny_checkpoint, toy_patches
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a small shared CPU, OpenMP spin-waiting makes 2 threads ~5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from ml.data.io import ImageLoadError, load_image
+from tests.pngs import png
 
 
 def _gradient(h: int = 24, w: int = 32) -> np.ndarray:
@@ -172,28 +173,9 @@ def test_resize_to_matches_a_float_resize_within_rounding() -> None:
 
 def _png16_rgb(arr: np.ndarray) -> bytes:
     """A 16-bit RGB PNG written by hand (Pillow cannot write one)."""
-    import struct
-    import zlib
-
     h, w, _ = arr.shape
     big = arr.astype(">u2")
-    raw = b"".join(b"\x00" + big[y].tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
+    return png(w, h, 16, 2, b"".join(b"\x00" + big[y].tobytes() for y in range(h)))
 
 
 def _tiff16_rgb(arr: np.ndarray) -> bytes:
