@@ -173,11 +173,15 @@ def bench_predict(
     requests: int = typer.Option(24, help="Requests per client count (after warm-up)."),
     preset: str = typer.Option("full", help="Model preset to serve: full (the paper's) or small."),
     port: int = typer.Option(0, help="Port for the benchmark server (0: a free one)."),
+    rounds: int = typer.Option(1, min=1, help="Repeat all client counts this many times (host drift)."),
 ) -> None:
-    """/predict end to end through HTTP for a 1024x1024 JPEG: p50/p95 per concurrency, model share."""
+    """/predict end to end through HTTP for a 1024x1024 JPEG: p50/p95 per concurrency, model share.
+
+    Each client count's throughput is compared with the model-only rate measured just before and
+    after it."""
     from app.cli.web_bench import run_predict_bench
 
-    run_predict_bench([int(c) for c in clients.split(",")], requests, preset, port)
+    run_predict_bench([int(c) for c in clients.split(",")], requests, preset, port, rounds)
 
 
 def bench_labels(

@@ -26,7 +26,7 @@ from app.db.models import Image as ImageRow
 from app.db.models import Prediction, User
 from app.services.errors import Invalid, NotFound, TooLarge, UnsupportedMedia
 from app.services.storage import Storage
-from ml.data.io import SUPPORTED_FORMATS, ImageLoadError, load_image
+from ml.data.io import SUPPORTED_FORMATS, ImageLoadError, load_pixels
 from ml.data.patches import PatchParams, patches_to_bytes, preprocess_file, to_uint8
 
 PARAMS = PatchParams()
@@ -49,7 +49,7 @@ class PreparedImage:
     filename: str
     sha256: str
     probe: Probe
-    grid_image: np.ndarray  # float32 (1024, 1024, 3), normalised: what the model sees
+    grid_image: np.ndarray  # uint8 (1024, 1024, 3), normalised: the image the patches are cut from
     patches: np.ndarray  # uint8 (64, 3, 32, 32)
 
 
@@ -137,7 +137,7 @@ def prepare(data: bytes, filename: str | None, settings: Settings) -> PreparedIm
         filename=name,
         sha256=hashlib.sha256(data).hexdigest(),
         probe=info,
-        grid_image=pre.image,
+        grid_image=pre.rgb8,
         patches=pre.patches,
     )
 
@@ -175,7 +175,7 @@ def store_prepared(
             continue
         key = storage.original_key(item.sha256)
         storage.write(key, item.data)
-        storage.write(storage.derived_key(item.sha256, "grid.png"), encode_png(to_uint8(item.grid_image)))
+        storage.write(storage.derived_key(item.sha256, "grid.png"), encode_png(item.grid_image))
         row = ImageRow(
             sha256=item.sha256,
             original_filename=item.filename,
@@ -295,7 +295,7 @@ def grid_png(storage: Storage, row: ImageRow) -> bytes:
     key = storage.derived_key(row.sha256, "grid.png")
     if not storage.exists(key):  # e.g. storage restored from a backup of originals only
         pre = preprocess_file(_original(storage, row), PARAMS, row.original_filename)
-        storage.write(key, encode_png(to_uint8(pre.image)))
+        storage.write(key, encode_png(pre.rgb8))
     return storage.read(key)
 
 
@@ -309,7 +309,7 @@ def clean_original(storage: Storage, row: ImageRow) -> tuple[bytes, str]:
     ext, media = ("jpg", "image/jpeg") if row.format == "JPEG" else ("png", "image/png")
     key = storage.derived_key(row.sha256, f"clean.{ext}")
     if not storage.exists(key):
-        rgb8 = to_uint8(load_image(_original(storage, row), row.original_filename))
+        rgb8 = to_uint8(load_pixels(_original(storage, row), row.original_filename))
         storage.write(
             key, encode_jpeg(rgb8, quality=95) if ext == "jpg" else encode_png(rgb8, compress_level=6)
         )

@@ -8,7 +8,6 @@ audit row. Heatmaps are drawn only when their URL is fetched, not on the request
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from app.db.models import ModelVersion, Prediction, User
 from app.services import images, models
 from app.services.errors import NotFound
 from app.services.storage import Storage
-from ml.data.patches import patches_from_bytes, to_uint8
+from ml.data.patches import patches_from_bytes
 
 GRID = 8
 
@@ -69,15 +68,13 @@ def prepare_for_upload(
             image_id=stored.image.id,
             stored_created=stored.created,
         )
-    session.commit()
-    base = images.encode_jpeg(to_uint8(prepared.grid_image), quality=85)
     return PreparedPrediction(
         active.version,
         active.predictor,
         prepared.patches,
-        upload_sha256=hashlib.sha256(data).hexdigest(),
+        upload_sha256=prepared.sha256,
         upload_filename=prepared.filename,
-        overlay_base=base,
+        overlay_base=images.encode_jpeg(prepared.grid_image, quality=85),
     )
 
 

@@ -1,8 +1,9 @@
-"""Decode a fundus photograph into float RGB, or refuse it with a reason a person can act on.
+"""Decode a fundus photograph into RGB pixels, or refuse it with a reason a person can act on.
 
 Fundus cameras and archives produce JPEG, PNG and TIFF in many pixel modes (8/16-bit, greyscale,
-palette, with alpha, CMYK, EXIF-rotated). Everything downstream wants one thing: float32 RGB in
-[0, 1] with the orientation the clinician saw. Anything else is refused here with an
+palette, with alpha, CMYK, EXIF-rotated). Everything downstream wants one thing: RGB with the
+orientation the clinician saw, uint8 where 8 bits hold the image exactly and float32 in [0, 1]
+otherwise. Anything else is refused here with an
 ``ImageLoadError`` naming the file, so the upload API and the importer can report it per file.
 """
 
@@ -84,11 +85,13 @@ def _open(src: Source, label: str) -> Image.Image:
         raise ImageLoadError(label, f"cannot read the file ({exc})") from None
 
 
-def _to_float_rgb(img: Image.Image, label: str) -> np.ndarray:
-    """Map any supported mode to float32 RGB in [0, 1]; alpha is composited onto black.
+def _to_pixels(img: Image.Image, label: str) -> np.ndarray:
+    """Map any supported mode to RGB: uint8 where 8 bits hold it exactly, else float32 in [0, 1].
 
-    Black because that is the background outside a fundus camera's field of view: a transparent
-    border must not become a bright frame that would dominate the max-intensity normalisation.
+    Alpha is composited onto black, because that is the background outside a fundus camera's
+    field of view: a transparent border must not become a bright frame that would dominate the
+    max-intensity normalisation. Plain 8-bit images stay uint8 so that preprocessing can work in
+    integers (exact, and several times faster than float arrays of a 1024x1024 image).
     """
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES:
@@ -112,7 +115,7 @@ def _to_float_rgb(img: Image.Image, label: str) -> np.ndarray:
     if mode in {"LA", "La", "RGBA", "RGBa"}:
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
         return rgba[..., :3] * rgba[..., 3:4]
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return np.asarray(img if mode == "RGB" else img.convert("RGB"))
 
 
 def load_image(
@@ -122,7 +125,19 @@ def load_image(
     draft: tuple[int, int] | None = None,
     resize_to: int | None = None,
 ) -> np.ndarray:
-    """Decode ``src`` (path, bytes or binary file object) to float32 (H, W, 3) RGB in [0, 1].
+    """Decode ``src`` (path, bytes or binary file object) to float32 (H, W, 3) RGB in [0, 1]."""
+    pixels = load_pixels(src, name, draft=draft, resize_to=resize_to)
+    return pixels.astype(np.float32) / 255.0 if pixels.dtype == np.uint8 else pixels
+
+
+def load_pixels(
+    src: Source,
+    name: str | None = None,
+    *,
+    draft: tuple[int, int] | None = None,
+    resize_to: int | None = None,
+) -> np.ndarray:
+    """Decode ``src`` to (H, W, 3) RGB: uint8 for 8-bit images without alpha, else float32 in [0, 1].
 
     ``draft`` lets a JPEG decode at a reduced scale that is still at least that (width, height):
     a 4288x2848 photograph headed for 1024x1024 then decodes 2-4x faster with no visible loss.
@@ -153,6 +168,6 @@ def load_image(
             raise ImageLoadError(
                 label, f"cannot decode the image, the file may be truncated or corrupt ({exc})"
             ) from None
-        return _to_float_rgb(img, label)
+        return _to_pixels(img, label)
     finally:
         opened.close()

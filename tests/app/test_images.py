@@ -235,8 +235,8 @@ def test_bomb_is_refused_before_decoding(client, annotator, monkeypatch):
     def must_not_decode(*a, **k):
         raise AssertionError("decoded a decompression bomb")
 
-    monkeypatch.setattr(ml.data.io, "load_image", must_not_decode)
-    monkeypatch.setattr("ml.data.patches.load_image", must_not_decode)
+    monkeypatch.setattr(ml.data.io, "load_pixels", must_not_decode)
+    monkeypatch.setattr("ml.data.patches.load_pixels", must_not_decode)
     monkeypatch.setattr("app.services.images.preprocess_file", must_not_decode)
     r = client.post(
         "/api/v1/images",

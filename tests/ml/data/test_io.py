@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.data.io import ImageLoadError, load_image
+from ml.data.io import ImageLoadError, load_image, load_pixels
 from tests.pngs import png
 
 
@@ -31,6 +31,21 @@ def test_lossless_rgb_roundtrip(fmt: str) -> None:
     out = load_image(_encode(Image.fromarray(rgb), fmt))
     assert out.dtype == np.float32 and out.shape == (24, 32, 3)
     np.testing.assert_allclose(out, rgb / 255.0, atol=1e-6)
+
+
+def test_load_pixels_keeps_8_bit_images_as_uint8_and_the_rest_as_float() -> None:
+    rgb = _gradient()
+    exact = load_pixels(_encode(Image.fromarray(rgb), "PNG"))
+    assert exact.dtype == np.uint8
+    np.testing.assert_array_equal(exact, rgb)
+    grey = load_pixels(_encode(Image.fromarray(rgb[..., 0], mode="L"), "PNG"))
+    assert grey.dtype == np.uint8 and np.all(grey == rgb[..., :1])
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])
+    composited = load_pixels(_encode(Image.fromarray(rgba, mode="RGBA"), "PNG"))
+    assert composited.dtype == np.float32  # alpha on black is not exact in 8 bits
+    np.testing.assert_allclose(composited, rgb / 255.0 * (128 / 255), atol=1e-6)
+    sixteen = load_pixels(_encode(Image.fromarray(np.full((8, 8), 1000, np.uint16)), "PNG"))
+    assert sixteen.dtype == np.float32
 
 
 def test_jpeg_rgb_close_to_source() -> None:
