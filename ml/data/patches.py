@@ -130,7 +130,7 @@ def preprocess(rgb: np.ndarray, params: PatchParams | None = None) -> Preprocess
 def _preprocess_uint8(rgb: np.ndarray, params: PatchParams) -> Preprocessed:
     """Integer form of the pipeline: a 1024x1024 upload in a few ms instead of tens.
 
-    The block means come from Pillow's float ``reduce`` (sums of at most 16 integers, exact in
+    The block means come from Pillow's float ``reduce`` (sums of factor² integers, exact in
     float32) and the normalisation is a 256-entry lookup table, so no float copy of the full image
     is ever made. This runs on the request path of /predict, beside the forward pass.
     """
