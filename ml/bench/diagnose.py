@@ -8,6 +8,8 @@ that ``ml.bench.paper`` saves (``runs/<cell>.npz``) and separates the two:
 - ``within_dr_patch_auc``: lesion vs lesion-free patches inside DR images (the lesion signal).
 - ``offset_auc``: lesion-free field-of-view patches of DR images vs patches of healthy images;
   0.5 means no offset, above it DR images look diseased everywhere, below it healthy ones do.
+- ``image_auc_centred``: image AUC of a score with the offset taken out (the sum of each
+  field-of-view patch's logit in excess of its own image's median): what lesions alone rank.
 - image AUC with sum (the method) and max aggregation, and the overall patch AUC.
 
     python -m ml.bench.diagnose --data .cache/idrid-cohort.npz --runs docs/benchmarks/idrid-cpu-small-3x
@@ -47,9 +49,14 @@ def diagnose_run(
     healthy_patches = logits[~dr & fov]
     lesion_free = logits[dr & fov & (patch_labels == 0)]
     lesions = logits[dr & (patch_labels == 1)]
+    medians = np.array(
+        [np.median(row[inside]) if inside.any() else 0.0 for row, inside in zip(logits, fov, strict=True)]
+    )
+    excess = np.where(fov, np.maximum(logits - medians[:, None], 0.0), 0.0).sum(axis=1)
     return {
         "image_auc_sum": float(roc_auc_score(image_labels, probs.sum(axis=1))),
         "image_auc_max": float(roc_auc_score(image_labels, logits.max(axis=1))),
+        "image_auc_centred": float(roc_auc_score(image_labels, excess)),
         "patch_auc": float(roc_auc_score(patch_labels[known], logits[known])),
         "within_dr_patch_auc": _auc(lesion_free, lesions),
         "offset_auc": _auc(healthy_patches, lesion_free),

@@ -25,12 +25,14 @@ def test_an_offset_without_lesion_signal_shows_as_offset():
     assert out["offset_auc"] == pytest.approx(1.0)
     assert 0.3 < out["within_dr_patch_auc"] < 0.7  # lesions are not found ...
     assert out["image_auc_sum"] == pytest.approx(1.0)  # ... yet images rank perfectly
+    assert out["image_auc_centred"] < 0.8  # and without the offset they do not
 
 
 def test_lesion_signal_against_an_adverse_offset():
     out = diagnose_run(*_case(offset=-1.0, lesion_gain=3.0))
     assert out["within_dr_patch_auc"] == pytest.approx(1.0)
     assert out["offset_auc"] == pytest.approx(0.0)
+    assert out["image_auc_centred"] == pytest.approx(1.0)  # lesions rank DR images once centred
     medians = [out[f"median_logit_{k}"] for k in ("lesions", "healthy_images", "dr_lesion_free")]
     assert medians == sorted(medians, reverse=True)
 
