@@ -3,8 +3,8 @@
 Fundus cameras and archives produce JPEG, PNG and TIFF in many pixel modes (8/16-bit, greyscale,
 palette, with alpha, CMYK, EXIF-rotated). Everything downstream wants one thing: RGB with the
 orientation the clinician saw, uint8 where 8 bits hold the image exactly and float32 in [0, 1]
-otherwise. Anything else is refused here with an
-``ImageLoadError`` naming the file, so the upload API and the importer can report it per file.
+otherwise. Anything else is refused here with an ``ImageLoadError`` naming the file, so the
+upload API and the importer can report it per file.
 """
 
 from __future__ import annotations
