@@ -37,30 +37,26 @@ _PASSWORD_HASH = security.hash_password(PASSWORD)  # argon2 is slow on purpose: 
 def private_engine(request, sqlite_path, prefix: str, *, migrated: bool = True) -> Iterator[Engine]:
     """An engine on a database of its own: a SQLite file, or a private schema in the real
     PostgreSQL (dropped afterwards), so tests never see or clobber anyone else's tables."""
+    schema = admin = None
     if request.param == "sqlite":
         engine = make_engine(f"sqlite:///{sqlite_path}")
-        try:
-            if migrated:
-                migrate.upgrade(engine)
-            yield engine
-        finally:
-            engine.dispose()
-        return
-    url = request.getfixturevalue("postgres_url")
-    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    else:
+        url = request.getfixturevalue("postgres_url")
+        schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        admin = make_engine(url)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
     try:
         if migrated:
             migrate.upgrade(engine)
         yield engine
     finally:
         engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        if admin is not None:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
 
 
 @pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
