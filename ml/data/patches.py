@@ -127,12 +127,31 @@ def preprocess(rgb: np.ndarray, params: PatchParams | None = None) -> Preprocess
     return Preprocessed(rgb8=to_uint8(image), patches=cut_patches(image, params))
 
 
+def _block_sums(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """Sums over factor x factor blocks of a uint8 (H, W, C) image, as uint16 (H/f, W/f, C).
+
+    Adding strided row and column slices keeps numpy on contiguous, vectorised loops; a reshape
+    and ``sum(axis=(1, 3))`` computes the same in about ten times the time.
+    """
+    h, w, c = rgb.shape
+    rows = rgb.reshape(h // factor, factor, w, c)
+    acc = rows[:, 0].astype(np.uint16)
+    for i in range(1, factor):
+        acc += rows[:, i]
+    cols = acc.reshape(h // factor, w // factor, factor, c)
+    out = cols[:, :, 0].copy()
+    for i in range(1, factor):
+        out += cols[:, :, i]
+    return out
+
+
 def _preprocess_uint8(rgb: np.ndarray, params: PatchParams) -> Preprocessed:
     """Integer form of the pipeline: a 1024x1024 upload in a few ms instead of tens.
 
-    The block means come from Pillow's float ``reduce`` (sums of factor² integers, exact in
-    float32) and the normalisation is a 256-entry lookup table, so no float copy of the full image
-    is ever made. This runs on the request path of /predict, beside the forward pass.
+    The block means are integer sums (uint16 holds factor² x 255 for factors up to 16) divided by
+    factor², exact in float32, and the normalisation is a 256-entry lookup table, so no float copy
+    of the full image is ever made. This runs on the request path of /predict, beside the forward
+    pass, where every millisecond of CPU is taken from the model.
     """
     size, factor = params.size, params.patch // params.model_res
     if rgb.shape[:2] != (size, size):
@@ -142,8 +161,7 @@ def _preprocess_uint8(rgb: np.ndarray, params: PatchParams) -> Preprocessed:
         return Preprocessed(rgb8=np.zeros_like(rgb), patches=np.zeros(params.patch_shape, np.uint8))
     lut = np.rint(np.arange(256) * (255.0 / top)).clip(0, 255).astype(np.uint8)
     rgb8 = rgb if top == 255 else lut[rgb]
-    image = Image.fromarray(np.ascontiguousarray(rgb))
-    means = np.stack([np.asarray(ch.convert("F").reduce(factor)) for ch in image.split()], axis=2)
+    means = _block_sums(rgb, factor).astype(np.float32) / np.float32(factor * factor)
     g, m = params.grid, params.model_res
     scaled = np.rint(means * np.float32(255.0 / top)).clip(0, 255).astype(np.uint8)
     patches = scaled.reshape(g, m, g, m, 3).transpose(0, 2, 4, 1, 3).reshape(g * g, 3, m, m)

@@ -7,6 +7,7 @@ import pytest
 
 from ml.data.patches import (
     PatchParams,
+    _block_sums,
     crop_patch,
     patch_box,
     patches_from_bytes,
@@ -106,6 +107,18 @@ def test_uint8_and_float_paths_compute_the_same_patches() -> None:
     stripes = np.zeros((1024, 1024, 3), np.uint8)
     stripes[::2] = 255
     assert np.all(preprocess(stripes).patches == 128)
+
+
+@pytest.mark.parametrize("factor", [2, 4, 16])
+def test_integer_block_sums_are_exact(factor: int) -> None:
+    """The request path's block sums equal a direct sum over each block, also at the uint16 edge."""
+    rng = np.random.default_rng(factor)
+    rgb = rng.integers(0, 256, (8 * factor, 4 * factor, 3), dtype=np.uint8)
+    rgb[:factor, :factor] = 255  # one block of factor² x 255: 65280 at factor 16
+    want = rgb.astype(np.int64).reshape(8, factor, 4, factor, 3).sum(axis=(1, 3))
+    got = _block_sums(rgb, factor)
+    assert got.dtype == np.uint16 and got.shape == (8, 4, 3)
+    assert np.array_equal(got, want)
 
 
 def test_uint8_input_of_another_size_is_resized_in_8_bits() -> None:
