@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core import scheduling
 from app.core.config import Settings, get_settings
 from app.db import migrate
 from app.db.session import make_engine, write_engine
@@ -218,6 +219,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 "activates another version",
                 problem,
             )
+        # The forward-pass thread first, at normal priority; then this (event loop) thread and
+        # every worker thread it starts from now on yield the cores to it.
+        app.state.batcher.start()
+        app.state.request_cpu_priority = scheduling.lower_current_thread(settings.request_cpu_priority)
+        scheduling.set_switch_interval(settings.switch_interval_ms)
+        log.info(
+            "request threads at %s CPU priority, interpreter switch interval %s ms",
+            app.state.request_cpu_priority,
+            settings.switch_interval_ms,
+        )
         yield
         app.state.batcher.close()
 

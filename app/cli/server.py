@@ -174,14 +174,22 @@ def bench_predict(
     preset: str = typer.Option("full", help="Model preset to serve: full (the paper's) or small."),
     port: int = typer.Option(0, help="Port for the benchmark server (0: a free one)."),
     rounds: int = typer.Option(1, min=1, help="Repeat all client counts this many times (host drift)."),
+    priorities: str = typer.Option(
+        "idle,normal",
+        help="Request-thread CPU priorities to compare, one server each "
+        "(PATCHSCREEN_REQUEST_CPU_PRIORITY: idle, low, normal).",
+    ),
 ) -> None:
     """/predict end to end through HTTP for a 1024x1024 JPEG: p50/p95 per concurrency, model share.
 
     Each client count's throughput is compared with the model-only rate measured just before and
-    after it."""
+    after it; each round runs one server per request priority, one after the other."""
     from app.cli.web_bench import run_predict_bench
 
-    run_predict_bench([int(c) for c in clients.split(",")], requests, preset, port, rounds)
+    chosen = tuple(p.strip() for p in priorities.split(",") if p.strip())
+    if not chosen or any(p not in {"idle", "low", "normal"} for p in chosen):
+        raise typer.BadParameter("use a comma list of idle, low and normal", param_hint="--priorities")
+    run_predict_bench([int(c) for c in clients.split(",")], requests, preset, port, rounds, chosen)
 
 
 def bench_labels(

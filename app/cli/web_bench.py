@@ -36,7 +36,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 @contextmanager
-def _server(database_url: str, data_dir: Path, port: int = 0):
+def _server(database_url: str, data_dir: Path, port: int = 0, extra_env: dict[str, str] | None = None):
     """Run uvicorn on the app factory in a child process; yields its base URL."""
     import httpx
 
@@ -46,6 +46,7 @@ def _server(database_url: str, data_dir: Path, port: int = 0):
         "PATCHSCREEN_DATA_DIR": str(data_dir),
         "PATCHSCREEN_DATABASE_URL": database_url,
         "PATCHSCREEN_ENV": "development",
+        **(extra_env or {}),
     }
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen(
@@ -232,10 +233,19 @@ async def _predict_level(base: str, token: str, jpeg: bytes, clients: int, total
     return latencies, model_s, batches, wall
 
 
-def run_predict_bench(levels: list[int], requests: int, preset_name: str, port: int, rounds: int = 1) -> None:
+def run_predict_bench(
+    levels: list[int],
+    requests: int,
+    preset_name: str,
+    port: int,
+    rounds: int = 1,
+    priorities: tuple[str, ...] = ("normal",),
+) -> None:
     """Print the /predict tables. Each level's throughput is compared with the model-only rate
     measured just before and just after it, in this process while the server is idle: the host's
     speed drifts by 10-30% within minutes (shared hardware), more than the effects measured here.
+    With several request-thread priorities (``PATCHSCREEN_REQUEST_CPU_PRIORITY``), every round runs
+    one server per priority, one after the other, so that they are compared under the same drift.
     """
     import torch
 
@@ -252,44 +262,48 @@ def run_predict_bench(levels: list[int], requests: int, preset_name: str, port: 
         )
     jpeg = _jpeg_1024()
     print(f"input: 1024x1024 JPEG, {len(jpeg) / 1024:.0f} KiB, multipart upload, not stored")
-    rows: dict[int, list[tuple[float, float, float, float]]] = {c: [] for c in levels}
+    rows: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="ps-bench-predict-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
         seeded = _seed_database(url, checkpoint=checkpoint)
-        with _server(url, Path(tmp), port) as base:
-            print(
-                "| round | clients | requests | p50 s | p95 s | throughput img/s | mean batch "
-                "| model share of p50 | p50 minus its forward pass, ms | model-only img/s around it "
-                "| throughput / model-only |"
-            )
-            print("|---|---|---|---|---|---|---|---|---|---|---|")
-            reference = _best_rate(served)
-            for r in range(1, rounds + 1):
-                for c in levels:
-                    n = max(requests, 3 * c)
-                    lat, ms, batches, wall = asyncio.run(_predict_level(base, seeded.admin, jpeg, c, n))
-                    after = _best_rate(served)
-                    ref, reference = (reference + after) / 2, after
-                    p50, model_s, tput = _pct(lat, 50), statistics.median(ms), n / wall
-                    rows[c].append((p50, model_s, tput, ref))
-                    print(
-                        f"| {r} | {c} | {n} | {p50:.3f} | {_pct(lat, 95):.3f} | {tput:.2f} | "
-                        f"{statistics.mean(batches):.1f} | {model_s / p50:.0%} | "
-                        f"{(p50 - model_s) * 1000:.0f} | {ref:.2f} | {tput / ref:.0%} |"
-                    )
-    if 1 in rows:
-        p50 = statistics.median(x[0] for x in rows[1])
-        other = statistics.median(x[0] - x[1] for x in rows[1])
         print(
-            f"single client (median of {rounds} rounds): p50 {p50:.3f} s (target < 0.35 s); non-model time "
-            f"{other * 1000:.0f} ms = {other / p50:.0%} of p50 (target < 15%)"
+            "| round | request priority | clients | requests | p50 s | p95 s | throughput img/s | mean batch "
+            "| model share of p50 | p50 minus its forward pass, ms | model-only img/s around it "
+            "| throughput / model-only |"
         )
-    top = max(rows)
-    ratios = [x[2] / x[3] for x in rows[top]]
-    print(
-        f"{top} clients: throughput / model-only per round {', '.join(f'{q:.0%}' for q in ratios)}; "
-        f"median {statistics.median(ratios):.0%} (target >= 90%)"
-    )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        reference = _best_rate(served)
+        for r in range(1, rounds + 1):
+            for priority in priorities:
+                env = {"PATCHSCREEN_REQUEST_CPU_PRIORITY": priority}
+                with _server(url, Path(tmp), port, env) as base:
+                    for c in levels:
+                        n = max(requests, 3 * c)
+                        lat, ms, batches, wall = asyncio.run(_predict_level(base, seeded.admin, jpeg, c, n))
+                        after = _best_rate(served)
+                        ref, reference = (reference + after) / 2, after
+                        p50, model_s, tput = _pct(lat, 50), statistics.median(ms), n / wall
+                        rows.setdefault((priority, c), []).append((p50, model_s, tput, ref))
+                        print(
+                            f"| {r} | {priority} | {c} | {n} | {p50:.3f} | {_pct(lat, 95):.3f} | "
+                            f"{tput:.2f} | {statistics.mean(batches):.1f} | {model_s / p50:.0%} | "
+                            f"{(p50 - model_s) * 1000:.0f} | {ref:.2f} | {tput / ref:.0%} |"
+                        )
+    top = max(levels)
+    for priority in priorities:
+        if (priority, 1) in rows:
+            single = rows[(priority, 1)]
+            p50 = statistics.median(x[0] for x in single)
+            other = statistics.median(x[0] - x[1] for x in single)
+            print(
+                f"{priority}: single client (median of {rounds} rounds): p50 {p50:.3f} s (target < 0.35 s); "
+                f"non-model time {other * 1000:.0f} ms = {other / p50:.0%} of p50 (target < 15%)"
+            )
+        ratios = [x[2] / x[3] for x in rows[(priority, top)]]
+        print(
+            f"{priority}: {top} clients: throughput / model-only per round "
+            f"{', '.join(f'{q:.0%}' for q in ratios)}; median {statistics.median(ratios):.0%} (target >= 90%)"
+        )
 
 
 async def _labels_clients(

@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     # 85% of model-only throughput at 1, 69% at 4; docs/benchmarks.md), so 1 is the default there.
     # Raise it (e.g. 16) where the model runs on a GPU.
     predict_max_batch: int = Field(default=1, ge=1, le=64)
+    # CPU scheduling of the web process (app/core/scheduling.py): request handling runs at this
+    # priority ("idle" = Linux SCHED_IDLE, "low" = nice 19, "normal") while the forward-pass thread
+    # keeps the normal one, and a thread may hold the interpreter lock this long while another
+    # waits (CPython's default is 5 ms). "idle" is for a host or container that serves the API
+    # alone (docker-compose's api sets it): there the model's cores stay its own. It is not the
+    # default because request handling would then stall behind any other busy process on the
+    # machine, such as the embedded training worker and the browser on a laptop.
+    request_cpu_priority: Literal["idle", "low", "normal"] = "normal"
+    switch_interval_ms: float = Field(default=0.5, gt=0, le=100)
     default_preset: Literal["small", "full"] = "small"
     activation_policy: Literal["if_not_worse", "always", "manual"] = "if_not_worse"
     auto_retrain_after_labels: int = 0  # 0 = automatic retraining off

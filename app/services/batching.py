@@ -47,6 +47,12 @@ class Batcher:
         self._queue.put(_Item(predictor, patches, fut))
         return fut
 
+    def start(self) -> None:
+        """Start the forward-pass thread now. It keeps the CPU priority of the thread that starts it
+        (and so do PyTorch's intra-op threads, which it starts), so the web process starts it before
+        lowering its request threads' priority (``app.core.scheduling``)."""
+        self._ensure_thread()
+
     def _ensure_thread(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():

@@ -112,3 +112,26 @@ def test_dockerfile_is_multistage_non_root_with_cpu_and_cuda_targets():
     assert text.count("USER patchscreen") == 2 and "USER root" not in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and "var" in ignored and ".git" in ignored
+
+
+def test_api_settings_are_valid_settings(compose, monkeypatch):
+    """The api's PATCHSCREEN_ variables are names and values that Settings accepts (a misspelt one
+    would be silently ignored by pydantic-settings); ``${VAR:-default}`` counts as its default and
+    ``${VAR:?...}`` (the operator must set it) is left out."""
+    from app.core.config import Settings
+
+    env = compose["services"]["api"]["environment"]
+    values: dict[str, str] = {}
+    for key, raw in env.items():
+        text = str(raw)
+        if not key.startswith("PATCHSCREEN_") or ":?" in text:
+            continue
+        values[key] = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+    assert values["PATCHSCREEN_REQUEST_CPU_PRIORITY"] == "idle"
+    for key, value in values.items():
+        field = key.removeprefix("PATCHSCREEN_").lower()
+        assert field in Settings.model_fields, f"{key} is not a setting"
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PATCHSCREEN_SECRET_KEY", "x" * 40)
+    settings = Settings()
+    assert settings.request_cpu_priority == "idle" and settings.env == "production"

@@ -1,0 +1,55 @@
+"""Who gets the CPU on a small API host: the forward pass first, request handling in its gaps.
+
+On a CPU-only host one forward pass already uses every core, and PyTorch's intra-op threads meet
+at a barrier after each layer: a request thread that takes one core for a few milliseconds
+(decoding an upload, parsing a multipart body) stalls *all* of them. Measured on the 2-core host
+(docs/benchmarks.md): a busy thread beside the forward pass makes it 2.2x slower at normal
+priority and leaves it unchanged at SCHED_IDLE. So the web process can run its request threads at
+the lowest priority, while the one thread that runs forward passes (and the intra-op threads it
+starts) keeps the normal one; requests are then prepared whenever the model leaves a core free.
+
+The interpreter lock matters too: after each forward pass the model thread needs the lock back,
+and CPython lets a thread keep it for the switch interval (5 ms by default) before handing it
+over; a shorter interval gives the cores back to the model sooner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Literal
+
+log = logging.getLogger("patchscreen.scheduling")
+
+Priority = Literal["normal", "low", "idle"]
+_NICE_LOW = 19
+
+
+def lower_current_thread(priority: Priority) -> str:
+    """Lower the calling thread's CPU priority; threads it starts later inherit it (Linux).
+
+    ``idle`` is SCHED_IDLE (runs only on otherwise idle cores, preempted at once), ``low`` is
+    nice 19. Lowering needs no privilege, and it can never be undone by the process, so call it
+    only from a thread whose every later task is request work. Returns what was applied.
+    """
+    if priority == "normal":
+        return "normal"
+    if not sys.platform.startswith("linux"):  # elsewhere per-thread priorities are not portable
+        return "normal (not Linux)"
+    tid = threading.get_native_id()
+    try:
+        if priority == "idle":
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            return "idle (SCHED_IDLE)"
+        os.setpriority(os.PRIO_PROCESS, tid, _NICE_LOW)  # PRIO_PROCESS + a TID: this thread only
+        return f"low (nice {_NICE_LOW})"
+    except OSError as exc:  # e.g. a seccomp profile that forbids it: serve anyway
+        log.warning("could not lower the request threads' priority (%s); they stay at normal", exc)
+        return "normal (refused)"
+
+
+def set_switch_interval(ms: float) -> None:
+    """How long a thread may hold the interpreter lock while another waits for it."""
+    sys.setswitchinterval(ms / 1000.0)

@@ -1,0 +1,105 @@
+"""Request threads yield the CPU to the forward-pass thread (app/core/scheduling.py), for real."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core import scheduling
+from app.core.config import Settings
+from app.main import create_app
+from app.services.batching import Batcher
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities: Linux")
+
+SCHED_IDLE = 5
+
+
+def _policy_and_nice(tid: int) -> tuple[int, int]:
+    """(scheduling policy, nice) of one thread of this process, from /proc."""
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[38]), int(fields[16])  # stat fields 41 (policy) and 19 (nice)
+
+
+def _in_thread(fn):
+    """Run fn in a fresh thread (priorities cannot be raised again) and return its result."""
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # pragma: no cover - reported below
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _lower_then_spawn(priority: str):
+    def body():
+        applied = scheduling.lower_current_thread(priority)
+        me = threading.get_native_id()
+        child = _in_thread(lambda: _policy_and_nice(threading.get_native_id()))
+        return applied, _policy_and_nice(me), child
+
+    return _in_thread(body)
+
+
+def test_idle_priority_is_sched_idle_and_inherited_by_new_threads() -> None:
+    main_before = _policy_and_nice(threading.get_native_id())
+    applied, mine, child = _lower_then_spawn("idle")
+    assert applied == "idle (SCHED_IDLE)"
+    assert mine[0] == SCHED_IDLE and child[0] == SCHED_IDLE
+    assert _policy_and_nice(threading.get_native_id()) == main_before  # only that thread
+
+
+def test_low_priority_is_nice_19_and_normal_changes_nothing() -> None:
+    applied, mine, child = _lower_then_spawn("low")
+    assert applied == "low (nice 19)" and mine[1] == 19 and child[1] == 19
+    before = _policy_and_nice(threading.get_native_id())
+    assert _lower_then_spawn("normal")[1] == before
+
+
+def test_batcher_started_first_keeps_the_normal_priority() -> None:
+    """The forward-pass thread is started before its starter lowers itself, so it keeps normal."""
+    batcher = Batcher()
+    before = _policy_and_nice(threading.get_native_id())
+
+    def body():
+        batcher.start()
+        scheduling.lower_current_thread("idle")
+        return _policy_and_nice(threading.get_native_id())
+
+    try:
+        starter = _in_thread(body)
+        assert starter[0] == SCHED_IDLE
+        assert _policy_and_nice(batcher._thread.native_id) == before
+    finally:
+        batcher.close()
+
+
+def test_the_app_applies_its_settings_at_start_up(tmp_path, db_engine) -> None:
+    previous = sys.getswitchinterval()
+    settings = Settings(
+        env="test", data_dir=tmp_path / "data", request_cpu_priority="low", switch_interval_ms=2.0
+    )
+    app = create_app(settings, engine=db_engine)
+    try:
+        with TestClient(app) as client:
+            assert client.get("/health").status_code in (200, 503)
+            assert app.state.request_cpu_priority == "low (nice 19)"
+            assert sys.getswitchinterval() == pytest.approx(0.002)
+            assert _policy_and_nice(app.state.batcher._thread.native_id)[1] == os.getpriority(
+                os.PRIO_PROCESS, 0
+            )
+    finally:
+        sys.setswitchinterval(previous)
