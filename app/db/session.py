@@ -8,6 +8,7 @@ in between, which 20 annotators labeling at the same time would hit constantly.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,9 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+WRITER_WAIT_S = 30.0  # as long as SQLite's busy timeout
+_HOLDS_WRITER = "patchscreen_holds_writer_lock"
 
 
 def normalise_url(url: str) -> str:
@@ -55,10 +59,34 @@ def make_engine(url: str, **kwargs) -> Engine:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
+    # Writers of this process queue on a lock before BEGIN IMMEDIATE: SQLite's own busy handler
+    # polls with sleeps of up to 100 ms, so a writer that finds the lock taken for 5 ms could sleep
+    # far longer; a thread lock hands over the moment the holder commits. Other processes (the
+    # local worker, a CLI) still meet at SQLite's lock and its busy timeout.
+    writer = threading.Lock()
+
+    def _release(conn) -> None:
+        if conn.info.pop(_HOLDS_WRITER, False):
+            writer.release()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode == "IMMEDIATE" and writer.acquire(timeout=WRITER_WAIT_S):
+            conn.info[_HOLDS_WRITER] = True  # else SQLite's busy timeout decides, as before
+        try:
+            conn.exec_driver_sql(f"BEGIN {mode}")
+        except BaseException:
+            _release(conn)
+            raise
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record) -> None:  # a connection returned mid-transaction
+        if record.info.pop(_HOLDS_WRITER, False):
+            writer.release()
 
     return engine
 

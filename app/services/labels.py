@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.db.models import Image, PatchLabel, User
@@ -83,8 +83,9 @@ def _live_image(session: Session, image_id: int, *, lock: bool = False) -> Image
     return image
 
 
-def _current_rows(session: Session, image_ids, *, max_label_id: int | None = None):
-    """Each annotator's latest row per patch (so at most 64 x annotators rows per image).
+def _current_rows(session: Session, image_ids, *, max_label_id: int | None = None, cells=None):
+    """Each annotator's latest row per patch (so at most 64 x annotators rows per image), for
+    every patch or only the (row, col) ``cells`` given.
 
     The latest change to a patch by anyone is among them: it is its author's latest row.
     """
@@ -93,6 +94,8 @@ def _current_rows(session: Session, image_ids, *, max_label_id: int | None = Non
     )
     if image_ids is not None:
         latest = latest.where(PatchLabel.image_id.in_(list(image_ids)))
+    if cells is not None:
+        latest = latest.where(tuple_(PatchLabel.row, PatchLabel.col).in_(list(cells)))
     if max_label_id is not None:
         latest = latest.where(PatchLabel.id <= max_label_id)
     q = (
@@ -114,10 +117,13 @@ def _current_rows(session: Session, image_ids, *, max_label_id: int | None = Non
     return session.execute(q)
 
 
-def cells_by_image(session: Session, image_ids=None, *, max_label_id: int | None = None) -> dict[int, dict]:
-    """image id -> {(row, col): Cell} with every annotator's current label of each labeled patch."""
+def cells_by_image(
+    session: Session, image_ids=None, *, max_label_id: int | None = None, cells=None
+) -> dict[int, dict]:
+    """image id -> {(row, col): Cell} with every annotator's current label of each labeled patch
+    (of the ``cells`` given, when given)."""
     out: dict[int, dict[tuple[int, int], Cell]] = {}
-    for r in _current_rows(session, image_ids, max_label_id=max_label_id):
+    for r in _current_rows(session, image_ids, max_label_id=max_label_id, cells=cells):
         vote = Vote(r.user_id, r.username, r.role, r.label, r.created_at, r.id)
         cell = out.setdefault(r.image_id, {}).setdefault((r.row, r.col), Cell(r.row, r.col, {}, None))
         cell.votes[r.user_id] = vote
@@ -137,20 +143,50 @@ def history(session: Session, image_id: int) -> list[PatchLabel]:
     )
 
 
+def _labeled(cells: dict[tuple[int, int], Cell]) -> int:
+    return sum(1 for cell in cells.values() if cell.consensus != -1)
+
+
 def set_labels(
-    session: Session, image_id: int, changes: list[tuple[int, int, int | None]], user: User
+    session: Session,
+    image_id: int,
+    changes: list[tuple[int, int, int | None]],
+    user: User,
+    *,
+    whole_grid: bool = False,
 ) -> dict[tuple[int, int], Cell]:
-    """Append one history row per change, all in one transaction (all or nothing); returns the new grid."""
+    """Append one history row per change, all in one transaction (all or nothing); returns the new
+    state of the changed patches (of the whole grid with ``whole_grid``).
+
+    The image's ``labeled_count`` moves by what the changed patches' consensus did, so a click
+    reads a few rows instead of rebuilding the grid; the image row's lock (PostgreSQL) or the
+    write transaction (SQLite) keeps concurrent writers to one image in order.
+    """
     for r, c, _ in changes:
         check_cell(r, c)
+    touched = sorted({(r, c) for r, c, _ in changes})
     image = _live_image(session, image_id, lock=True)
+    before = cells_by_image(session, [image.id], cells=touched).get(image.id, {})
     rows = [PatchLabel(image_id=image.id, row=r, col=c, label=lab, user_id=user.id) for r, c, lab in changes]
     session.add_all(rows)
     session.flush()
-    cells = cells_by_image(session, [image.id]).get(image.id, {})
-    image.labeled_count = sum(1 for cell in cells.values() if cell.consensus != -1)
+    after = cells_by_image(session, [image.id], cells=None if whole_grid else touched).get(image.id, {})
+    image.labeled_count += _labeled({k: v for k, v in after.items() if k in set(touched)}) - _labeled(before)
     session.commit()
-    return cells
+    return after
+
+
+def recount_labeled(session: Session, user_id: int) -> None:
+    """Recount ``labeled_count`` of the images this user has labeled: a role change can flip the
+    consensus of their patches (an admin's label wins) without any new label row."""
+    image_ids = list(
+        session.scalars(select(PatchLabel.image_id).where(PatchLabel.user_id == user_id).distinct())
+    )
+    if not image_ids:
+        return
+    cells = cells_by_image(session, image_ids)
+    for image in session.scalars(select(Image).where(Image.id.in_(image_ids))):
+        image.labeled_count = _labeled(cells.get(image.id, {}))
 
 
 def consensus_labels(

@@ -69,9 +69,13 @@ def update_user(
     is_active: bool | None = None,
     password: str | None = None,
 ) -> User:
-    if role is not None:
+    if role is not None and role != user.role:
         _check_role(role)
         user.role = role
+        session.flush()
+        from app.services.labels import recount_labeled  # labels -> users would be a cycle at import
+
+        recount_labeled(session, user.id)
     if is_active is not None:
         user.is_active = is_active
         if not is_active:

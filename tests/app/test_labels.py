@@ -123,6 +123,42 @@ def test_labeled_count_follows_consensus(client, db, annotator, image_id):
     assert db.get(ImageRow, image_id).labeled_count == 1
 
 
+def _recount(db, image_id) -> int:
+    return int((labels.consensus_labels(db, image_ids=[image_id]).get(image_id, np.array([])) != -1).sum())
+
+
+def test_labeled_count_stays_equal_to_a_full_recount(db, make_account, admin, image_id):
+    """Single and batch writes by annotators and an admin, sets and clears on few patches."""
+    people = [make_account("annotator").user for _ in range(3)] + [admin.user]
+    rng = np.random.default_rng(0)
+    for step in range(120):
+        who = people[int(rng.integers(0, len(people)))]
+        n = 1 if step % 3 else int(rng.integers(2, 5))
+        changes = {}
+        for _ in range(n):
+            cell = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+            changes[cell] = [None, 0, 1][int(rng.integers(0, 3))]
+        batch = [(r, c, v) for (r, c), v in changes.items()]
+        labels.set_labels(db, image_id, batch, who, whole_grid=step % 2 == 0)
+        db.expire_all()
+        assert db.get(ImageRow, image_id).labeled_count == _recount(db, image_id), step
+
+
+def test_a_role_change_recounts_the_images_its_user_labeled(db, make_account, image_id):
+    from app.services import users
+
+    a, b = make_account("annotator").user, make_account("annotator").user
+    labels.set_labels(db, image_id, [(0, 0, 0)], a)
+    labels.set_labels(db, image_id, [(0, 0, 1)], b)  # a tie: unlabeled
+    assert db.get(ImageRow, image_id).labeled_count == 0
+    users.update_user(db, b, role="admin")  # an admin's label wins
+    db.expire_all()
+    assert db.get(ImageRow, image_id).labeled_count == 1 == _recount(db, image_id)
+    users.update_user(db, b, role="annotator")
+    db.expire_all()
+    assert db.get(ImageRow, image_id).labeled_count == 0
+
+
 # --- consensus ----------------------------------------------------------------------------------
 
 

@@ -53,7 +53,7 @@ def get_labels(image_id: int, user: CurrentUser, session: SessionDep) -> LabelGr
 def put_labels(image_id: int, body: LabelBatch, user: AnnotatorUser, session: SessionDep) -> LabelGrid:
     """Several changes at once, all or nothing (a bad cell refuses the whole batch)."""
     changes = [(c.row, c.col, labels.parse_label(c.label)) for c in body.labels]
-    cells = labels.set_labels(session, image_id, changes, user)
+    cells = labels.set_labels(session, image_id, changes, user, whole_grid=True)
     for _, _, lab in changes:
         metrics.LABEL_WRITES.labels(_NAME.get(lab, "cleared")).inc()
     return _grid_out(image_id, cells, user)
