@@ -171,7 +171,8 @@ def set_labels(
     session.add_all(rows)
     session.flush()
     after = cells_by_image(session, [image.id], cells=None if whole_grid else touched).get(image.id, {})
-    image.labeled_count += _labeled({k: v for k, v in after.items() if k in set(touched)}) - _labeled(before)
+    now = {k: after[k] for k in touched if k in after}
+    image.labeled_count += _labeled(now) - _labeled(before)
     session.commit()
     return after
 
