@@ -128,14 +128,15 @@ def preprocess(rgb: np.ndarray, params: PatchParams | None = None) -> Preprocess
 
 
 def _block_sums(rgb: np.ndarray, factor: int) -> np.ndarray:
-    """Sums over factor x factor blocks of a uint8 (H, W, C) image, as uint16 (H/f, W/f, C).
+    """Sums over factor x factor blocks of a uint8 (H, W, C) image (H/f, W/f, C): uint16 while
+    factor² x 255 fits (factor <= 16, the method's is 4), else uint32.
 
     Adding strided row and column slices keeps numpy on contiguous, vectorised loops; a reshape
     and ``sum(axis=(1, 3))`` computes the same in about ten times the time.
     """
     h, w, c = rgb.shape
     rows = rgb.reshape(h // factor, factor, w, c)
-    acc = rows[:, 0].astype(np.uint16)
+    acc = rows[:, 0].astype(np.uint16 if factor <= 16 else np.uint32)
     for i in range(1, factor):
         acc += rows[:, i]
     cols = acc.reshape(h // factor, w // factor, factor, c)
@@ -148,10 +149,10 @@ def _block_sums(rgb: np.ndarray, factor: int) -> np.ndarray:
 def _preprocess_uint8(rgb: np.ndarray, params: PatchParams) -> Preprocessed:
     """Integer form of the pipeline: a 1024x1024 upload in a few ms instead of tens.
 
-    The block means are integer sums (uint16 holds factor² x 255 for factors up to 16) divided by
-    factor², exact in float32, and the normalisation is a 256-entry lookup table, so no float copy
-    of the full image is ever made. This runs on the request path of /predict, beside the forward
-    pass, where every millisecond of CPU is taken from the model.
+    The block means are integer sums divided by factor², exact in float32, and the normalisation
+    is a 256-entry lookup table, so no float copy of the full image is ever made. This runs on the
+    request path of /predict, beside the forward pass, where every millisecond of CPU is taken
+    from the model.
     """
     size, factor = params.size, params.patch // params.model_res
     if rgb.shape[:2] != (size, size):

@@ -109,15 +109,15 @@ def test_uint8_and_float_paths_compute_the_same_patches() -> None:
     assert np.all(preprocess(stripes).patches == 128)
 
 
-@pytest.mark.parametrize("factor", [2, 4, 16])
+@pytest.mark.parametrize("factor", [2, 4, 16, 17])
 def test_integer_block_sums_are_exact(factor: int) -> None:
     """The request path's block sums equal a direct sum over each block, also at the uint16 edge."""
     rng = np.random.default_rng(factor)
     rgb = rng.integers(0, 256, (8 * factor, 4 * factor, 3), dtype=np.uint8)
-    rgb[:factor, :factor] = 255  # one block of factor² x 255: 65280 at factor 16
+    rgb[:factor, :factor] = 255  # one block of factor² x 255: 65280 at 16, past uint16 at 17
     want = rgb.astype(np.int64).reshape(8, factor, 4, factor, 3).sum(axis=(1, 3))
     got = _block_sums(rgb, factor)
-    assert got.dtype == np.uint16 and got.shape == (8, 4, 3)
+    assert got.shape == (8, 4, 3) and got.dtype == (np.uint16 if factor <= 16 else np.uint32)
     assert np.array_equal(got, want)
 
 
