@@ -184,11 +184,15 @@ def bench_predict(
 
     Each client count's throughput is compared with the model-only rate measured just before and
     after it; each round runs one server per request priority, one after the other."""
-    from app.cli.web_bench import run_predict_bench
+    from typing import get_args
 
+    from app.cli.web_bench import run_predict_bench
+    from app.core.scheduling import Priority
+
+    known = get_args(Priority)
     chosen = tuple(p.strip() for p in priorities.split(",") if p.strip())
-    if not chosen or any(p not in {"idle", "low", "normal"} for p in chosen):
-        raise typer.BadParameter("use a comma list of idle, low and normal", param_hint="--priorities")
+    if not chosen or any(p not in known for p in chosen):
+        raise typer.BadParameter(f"use a comma list of {', '.join(known)}", param_hint="--priorities")
     run_predict_bench([int(c) for c in clients.split(",")], requests, preset, port, rounds, chosen)
 
 

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.scheduling import Priority
+
 DEV_SECRET_KEY = "dev-insecure-secret-change-me"
 
 
@@ -52,7 +54,7 @@ class Settings(BaseSettings):
     # alone (docker-compose's api sets it): there the model's cores stay its own. It is not the
     # default because request handling would then stall behind any other busy process on the
     # machine, such as the embedded training worker and the browser on a laptop.
-    request_cpu_priority: Literal["idle", "low", "normal"] = "normal"
+    request_cpu_priority: Priority = "normal"
     switch_interval_ms: float = Field(default=0.5, gt=0, le=100)
     default_preset: Literal["small", "full"] = "small"
     activation_policy: Literal["if_not_worse", "always", "manual"] = "if_not_worse"
