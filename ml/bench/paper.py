@@ -135,6 +135,8 @@ def run_cell(
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
     dev = resolve_device(opts["device"])
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
     t0 = time.perf_counter()
 
     def show(p: Any) -> None:  # validation points only: the learning curve, live
