@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ml.checkpoint import Checkpoint, load
-from ml.eval.metrics import image_scores
+from ml.eval.metrics import image_scores, sigmoid
 from ml.train.loop import classifier_patch_logits, resolve_device
 
 
@@ -76,7 +76,7 @@ class Predictor:
         logits = self.patch_logits(patches)
         scores = image_scores(logits)
         grid = self.params.grid
-        probs = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+        probs = sigmoid(logits).astype(np.float32)
         return [
             Prediction(
                 score=float(s),

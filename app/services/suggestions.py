@@ -135,6 +135,7 @@ def _image_probabilities(
     then covers fewer images, and the next request (the cache remembers) covers more.
     """
     from ml.data.patches import patches_from_bytes
+    from ml.eval.metrics import sigmoid
 
     out: dict[int, np.ndarray] = {}
     missing = []
@@ -160,7 +161,7 @@ def _image_probabilities(
             continue
         batch = np.stack([patches_from_bytes(blob) for _, blob in rows])
         logits = np.asarray(logits_fn(batch), dtype=np.float64).reshape(len(rows), N_PATCHES)
-        probs = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        probs = sigmoid(logits).astype(np.float32)
         for (image_id, _), p in zip(rows, probs, strict=True):
             out[int(image_id)] = p
             _remember((mv.id, int(image_id)), p)

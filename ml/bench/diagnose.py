@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from ml.eval.metrics import sigmoid
+
 FOV_MIN_MEAN = 20.0  # mean uint8 intensity of a patch below which it is camera background
 
 
@@ -44,7 +46,7 @@ def diagnose_run(
 ) -> dict[str, float | None]:
     """Figures for one run's test set; ``logits`` (N, 64) diseased logits, labels -1 = unknown."""
     dr = (image_labels == 1)[:, None]
-    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    probs = sigmoid(logits)
     known = patch_labels >= 0
     healthy_patches = logits[~dr & fov]
     lesion_free = logits[dr & fov & (patch_labels == 0)]

@@ -115,7 +115,7 @@ def run_cell(
 
     from ml.data.cohort import sample_labeled
     from ml.eval.metrics import auc as roc_auc
-    from ml.eval.metrics import localization_auc, patch_auc, sensitivity_specificity
+    from ml.eval.metrics import localization_auc, patch_auc, sensitivity_specificity, sigmoid
     from ml.heatmap import heatmap
     from ml.train import ssl_gan, supervised
     from ml.train.config import preset
@@ -156,7 +156,7 @@ def run_cell(
     wall = time.perf_counter() - t0
     test = arrays.select(test_ids)
     ev = evaluate(result.classifier().to(dev), test.patches, test.patch_labels, test.image_labels, dev)
-    probs = 1.0 / (1.0 + np.exp(-ev["logits"].astype(np.float64)))
+    probs = sigmoid(ev["logits"])
     g = arrays.params.grid
     heat = np.stack([heatmap(p.reshape(g, g), size=test.masks.shape[-1]) for p in probs])
     sens, spec = sensitivity_specificity(ev["scores"], test.image_labels, result.threshold)

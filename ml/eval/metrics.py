@@ -9,13 +9,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Patch probabilities in float64; exact 0 and 1 for the huge logits that an overconfident
+    model gives (1 / (1 + exp(-x)) overflows there and warns)."""
+    return expit(np.asarray(logits, dtype=np.float64))
 
 
 def image_scores(patch_logits: np.ndarray) -> np.ndarray:
     """(B, 64) logits -> (B,) scores = sum of sigmoid over the patches."""
-    logits = np.asarray(patch_logits, dtype=np.float64)
-    return (1.0 / (1.0 + np.exp(-logits))).sum(axis=-1)
+    return sigmoid(patch_logits).sum(axis=-1)
 
 
 def auc(y_true: np.ndarray, score: np.ndarray) -> float:

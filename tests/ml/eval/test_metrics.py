@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from ml.eval.metrics import (
     localization_auc,
     patch_auc,
     sensitivity_specificity,
+    sigmoid,
 )
 
 
@@ -63,3 +65,12 @@ def test_localization_auc_rewards_heat_on_lesions():
     assert localization_auc(good, masks) > 0.99
     assert localization_auc(bad, masks) < 0.01
     assert localization_auc(good, masks, max_pixels=200) > 0.95
+
+
+def test_sigmoid_is_exact_and_silent_at_extreme_logits():
+    # An overconfident model gives logits of +-1000: 1 / (1 + exp(1000)) overflowed and warned.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = sigmoid(np.array([[-1000.0, 0.0, 1000.0]], dtype=np.float32))
+        assert image_scores(np.array([[-1000.0] * 63 + [1000.0]]))[0] == 1.0
+    assert p.dtype == np.float64 and p.tolist() == [[0.0, 0.5, 1.0]]
