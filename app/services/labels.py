@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Image, PatchLabel, User
@@ -73,11 +73,8 @@ def check_cell(row: int, col: int) -> None:
         raise Invalid(f"Patch ({row}, {col}) is outside the 8x8 grid: row and col go from 0 to 7.")
 
 
-def _live_image(session: Session, image_id: int, *, lock: bool = False) -> Image:
-    q = select(Image).where(Image.id == image_id)
-    if lock:  # serialises label writes per image on PostgreSQL (SQLite: BEGIN IMMEDIATE does it)
-        q = q.with_for_update()
-    image = session.scalar(q)
+def _live_image(session: Session, image_id: int) -> Image:
+    image = session.scalar(select(Image).where(Image.id == image_id))
     if image is None or image.deleted_at is not None:
         raise NotFound(f"No image with id {image_id} (unknown or deleted).")
     return image
@@ -158,23 +155,77 @@ def set_labels(
     """Append one history row per change, all in one transaction (all or nothing); returns the new
     state of the changed patches (of the whole grid with ``whole_grid``).
 
-    The image's ``labeled_count`` moves by what the changed patches' consensus did, so a click
-    reads a few rows instead of rebuilding the grid; the image row's lock (PostgreSQL) or the
-    write transaction (SQLite) keeps concurrent writers to one image in order.
+    The touched patches' state is read once, before the insert, under a lock on those patches
+    (``_lock_patches``), and the new rows are applied to it in Python, so the result is what a
+    re-read would give. ``labeled_count`` moves by what the touched patches' consensus did, as
+    one atomic ``labeled_count + delta`` at the end, so a click never rebuilds the grid and
+    annotators of one image wait for each other only when they click the same patch.
     """
     for r, c, _ in changes:
         check_cell(r, c)
     touched = sorted({(r, c) for r, c, _ in changes})
-    image = _live_image(session, image_id, lock=True)
-    before = cells_by_image(session, [image.id], cells=touched).get(image.id, {})
+    image = _live_image(session, image_id)
+    _lock_patches(session, image.id, touched)
+    before = cells_by_image(session, [image.id], cells=None if whole_grid else touched).get(image.id, {})
     rows = [PatchLabel(image_id=image.id, row=r, col=c, label=lab, user_id=user.id) for r, c, lab in changes]
     session.add_all(rows)
-    session.flush()
-    after = cells_by_image(session, [image.id], cells=None if whole_grid else touched).get(image.id, {})
-    now = {k: after[k] for k in touched if k in after}
-    image.labeled_count += _labeled(now) - _labeled(before)
+    session.flush()  # assigns the ids (in insertion order) and the timestamps
+    after = _with_new_rows(before, rows, user)
+    delta = _labeled(_only(after, touched)) - _labeled(_only(before, touched))
+    if delta:
+        session.execute(
+            update(Image).where(Image.id == image.id).values(labeled_count=Image.labeled_count + delta)
+        )
     session.commit()
     return after
+
+
+# PostgreSQL advisory locks with two int4 keys (image id, patch index); -1 stands for the image.
+_WHOLE_IMAGE = -1
+
+
+def _lock_patches(session: Session, image_id: int, cells: list[tuple[int, int]]) -> None:
+    """Serialise writers of the same patches until commit (PostgreSQL; SQLite's write transaction
+    already serialises every writer).
+
+    A patch's new consensus depends on its annotators' current labels, so two writers of one
+    patch must not both read the old state; writers of different patches of one image need not
+    wait for each other (the image-row lock used before made five annotators of one image queue
+    behind each other on every click). Each writer also holds the image key in shared mode, so
+    that ``recount_labeled`` (exclusive) sees no write half done. Keys are taken in sorted order.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    keys = ", ".join(f"pg_advisory_xact_lock(:i, {r * GRID + c})" for r, c in sorted(cells))
+    session.execute(text(f"SELECT pg_advisory_xact_lock_shared(:i, {_WHOLE_IMAGE}), {keys}"), {"i": image_id})
+
+
+def _lock_images(session: Session, image_ids: list[int]) -> None:
+    """Wait for every label write in flight on these images, and keep new ones out until commit."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for image_id in sorted(image_ids):
+        session.execute(text(f"SELECT pg_advisory_xact_lock(:i, {_WHOLE_IMAGE})"), {"i": image_id})
+
+
+def _only(cells: dict[tuple[int, int], Cell], keys) -> dict[tuple[int, int], Cell]:
+    return {k: cells[k] for k in keys if k in cells}
+
+
+def _with_new_rows(
+    cells: dict[tuple[int, int], Cell], rows: list[PatchLabel], user: User
+) -> dict[tuple[int, int], Cell]:
+    """``cells`` after ``rows`` (flushed, all by ``user``): each row becomes its author's current
+    vote and the cell's latest change, exactly as ``cells_by_image`` would read them back
+    (votes in the order of their label ids, so the author moves to the end)."""
+    out = {k: Cell(c.row, c.col, dict(c.votes), c.last) for k, c in cells.items()}
+    for row in rows:
+        vote = Vote(user.id, user.username, user.role, row.label, row.created_at, row.id)
+        cell = out.setdefault((row.row, row.col), Cell(row.row, row.col, {}, None))
+        cell.votes.pop(user.id, None)
+        cell.votes[user.id] = vote
+        cell.last = vote
+    return out
 
 
 def recount_labeled(session: Session, user_id: int) -> None:
@@ -185,6 +236,7 @@ def recount_labeled(session: Session, user_id: int) -> None:
     )
     if not image_ids:
         return
+    _lock_images(session, image_ids)
     cells = cells_by_image(session, image_ids)
     for image in session.scalars(select(Image).where(Image.id.in_(image_ids))):
         image.labeled_count = _labeled(cells.get(image.id, {}))

@@ -127,21 +127,34 @@ def _recount(db, image_id) -> int:
     return int((labels.consensus_labels(db, image_ids=[image_id]).get(image_id, np.array([])) != -1).sum())
 
 
-def test_labeled_count_stays_equal_to_a_full_recount(db, make_account, admin, image_id):
-    """Single and batch writes by annotators and an admin, sets and clears on few patches."""
+def _state(cells) -> dict:
+    return {
+        k: ([(v.user_id, v.role, v.label, v.label_id, v.at) for v in c.votes.values()], c.last.label_id)
+        for k, c in cells.items()
+    }
+
+
+def test_labeled_count_and_returned_state_equal_a_fresh_read(db, make_account, admin, image_id):
+    """Single and batch writes (a batch may touch a patch twice) by annotators and an admin, sets
+    and clears on few patches: the count equals a full recount and the state a write returns
+    equals the state read back from the database, after every write."""
     people = [make_account("annotator").user for _ in range(3)] + [admin.user]
     rng = np.random.default_rng(0)
     for step in range(120):
         who = people[int(rng.integers(0, len(people)))]
         n = 1 if step % 3 else int(rng.integers(2, 5))
-        changes = {}
-        for _ in range(n):
-            cell = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
-            changes[cell] = [None, 0, 1][int(rng.integers(0, 3))]
-        batch = [(r, c, v) for (r, c), v in changes.items()]
-        labels.set_labels(db, image_id, batch, who, whole_grid=step % 2 == 0)
+        batch = [
+            (int(rng.integers(0, 3)), int(rng.integers(0, 3)), [None, 0, 1][int(rng.integers(0, 3))])
+            for _ in range(n)
+        ]
+        whole = step % 2 == 0
+        returned = labels.set_labels(db, image_id, batch, who, whole_grid=whole)
         db.expire_all()
         assert db.get(ImageRow, image_id).labeled_count == _recount(db, image_id), step
+        fresh = labels.grid(db, image_id)
+        if not whole:
+            fresh = {k: fresh[k] for k in {(r, c) for r, c, _ in batch}}
+        assert _state(returned) == _state(fresh), step
 
 
 def test_a_role_change_recounts_the_images_its_user_labeled(db, make_account, image_id):
