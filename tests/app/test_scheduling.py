@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -103,3 +104,25 @@ def test_the_app_applies_its_settings_at_start_up(tmp_path, db_engine) -> None:
             )
     finally:
         sys.setswitchinterval(previous)
+
+
+def test_start_up_freezes_the_heap_out_of_garbage_collection(tmp_path, db_engine) -> None:
+    gc.unfreeze()  # whatever an earlier test froze
+    assert gc.get_freeze_count() == 0
+    app = create_app(Settings(env="test", data_dir=tmp_path / "data"), engine=db_engine)
+    with TestClient(app) as client:
+        assert client.get("/health").status_code in (200, 503)
+        # The modules, the app and its routes: far more than the few objects a test makes.
+        assert gc.get_freeze_count() > 50_000
+
+
+def test_a_full_collection_skips_what_was_frozen() -> None:
+    garbage = []
+    for _ in range(20_000):  # cycles only the collector can free
+        a: list = []
+        a.append(a)
+        garbage.append(a)
+    frozen_before = gc.get_freeze_count()
+    assert scheduling.freeze_startup_heap() >= frozen_before + 20_000
+    del garbage
+    assert gc.collect() < 20_000  # the frozen cycles are out of its reach now
