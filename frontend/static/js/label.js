@@ -277,8 +277,12 @@ function move(dr, dc) {
 }
 
 let neighbours = { prev: null, next: null };
+// Resolves once the library's order is known: N or P pressed right after the page shows its
+// labels waits for it instead of answering "This is the first image".
+let neighboursLoaded = Promise.resolve();
 
 async function goTo(which) {
+  await neighboursLoaded;
   const id = neighbours[which];
   if (!id) {
     toast(which === "next" ? "This is the last image." : "This is the first image.");
@@ -424,7 +428,7 @@ async function init() {
   }
   renderAll();
   cells[state.cursor].focus({ preventScroll: true });
-  loadNeighbours().catch(() => {});
+  neighboursLoaded = loadNeighbours().catch(() => {});
   loadSuggestions();
 }
 
