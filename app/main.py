@@ -224,12 +224,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.batcher.start()
         app.state.request_cpu_priority = scheduling.lower_current_thread(settings.request_cpu_priority)
         scheduling.set_switch_interval(settings.switch_interval_ms)
+        frozen = scheduling.freeze_startup_heap()  # last: everything start-up made is now in place
         log.info(
             "request threads at %s CPU priority, interpreter switch interval %s ms, "
             "%d start-up objects frozen out of garbage collection",
             app.state.request_cpu_priority,
             settings.switch_interval_ms,
-            scheduling.freeze_startup_heap(),
+            frozen,
         )
         yield
         app.state.batcher.close()
