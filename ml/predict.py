@@ -18,7 +18,7 @@ import torch
 
 from ml.checkpoint import Checkpoint, load
 from ml.eval.metrics import image_scores, sigmoid
-from ml.train.loop import classifier_patch_logits, resolve_device
+from ml.train.loop import classifier_patch_logits, model_patches, resolve_device
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Predictor:
 
     def patch_logits(self, patches: np.ndarray) -> np.ndarray:
         """uint8 (B, 64, 3, r, r) or (64, 3, r, r) -> float32 (B, 64) diseased logits."""
-        arr = self._batch(patches)
+        arr = model_patches(self._batch(patches), self.checkpoint.model_cfg)
         with self._lock:
             return classifier_patch_logits(self.model, arr, self.device)
 

@@ -24,14 +24,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from ml.data.colour import field_of_view
 from ml.eval.metrics import sigmoid
-
-FOV_MIN_MEAN = 20.0  # mean uint8 intensity of a patch below which it is camera background
-
-
-def field_of_view(patches: np.ndarray) -> np.ndarray:
-    """(N, 64) bool: patches inside the fundus (not the black border), from uint8 patches."""
-    return patches.reshape(*patches.shape[:2], -1).mean(axis=2) > FOV_MIN_MEAN
 
 
 def _auc(negatives: np.ndarray, positives: np.ndarray) -> float | None:

@@ -119,7 +119,7 @@ def run_cell(
     from ml.heatmap import heatmap
     from ml.train import ssl_gan, supervised
     from ml.train.config import preset
-    from ml.train.loop import evaluate, resolve_device
+    from ml.train.loop import evaluate, model_patches, resolve_device
 
     if opts.get("threads"):
         torch.set_num_threads(opts["threads"])
@@ -132,6 +132,7 @@ def run_cell(
     ]
     data = train_data(arrays, train_ids, subset.labeled, val_ids)
     model_cfg, cfg = preset(opts["preset"], **opts["overrides"], seed=1000 * cell.sampling + cell.labeled)
+    model_cfg = replace(model_cfg, input_norm=opts["input_norm"])
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
     dev = resolve_device(opts["device"])
@@ -155,7 +156,8 @@ def run_cell(
         )
     wall = time.perf_counter() - t0
     test = arrays.select(test_ids)
-    ev = evaluate(result.classifier().to(dev), test.patches, test.patch_labels, test.image_labels, dev)
+    inputs = model_patches(test.patches, model_cfg)
+    ev = evaluate(result.classifier().to(dev), inputs, test.patch_labels, test.image_labels, dev)
     probs = sigmoid(ev["logits"])
     g = arrays.params.grid
     heat = np.stack([heatmap(p.reshape(g, g), size=test.masks.shape[-1]) for p in probs])
@@ -186,6 +188,7 @@ def run_cell(
         "test_sensitivity": _r(sens),
         "test_specificity": _r(spec),
         "preset": opts["preset"],
+        "input_norm": model_cfg.input_norm,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "wall_s": round(wall, 1),
         "data": opts["data_desc"],
@@ -255,7 +258,9 @@ def plan(args: argparse.Namespace) -> Plan:
         "out": str(out),
         "data_desc": desc,
         "resnet_epochs": args.resnet_epochs,
+        "input_norm": input_norm(args),
     }
+    _check_same_input_norm(out, opts["input_norm"])
     results = load_results(out)
     done = {(r["method"], r["labeled"], r["sampling"]) for r in results}
     todo = [
@@ -264,6 +269,25 @@ def plan(args: argparse.Namespace) -> Plan:
         if (c.method, c.labeled, c.sampling) not in done
     ]
     return Plan(out, arrays, desc, ids, overrides, opts, results, done, todo)
+
+
+def input_norm(args: argparse.Namespace) -> str:
+    from ml.train.config import preset
+
+    return args.input_norm or preset(args.preset)[0].input_norm
+
+
+def _check_same_input_norm(out: Path, norm: str) -> None:
+    """A folder's cells must share one model input: refuse to resume it with another."""
+    meta = out / "meta.json"
+    if not meta.exists():
+        return
+    before = json.loads(meta.read_text()).get("input_norm", "none")  # older folders: none
+    if before != norm:
+        raise SystemExit(
+            f"{out} holds runs with --input-norm {before}; resume it with --input-norm {before} "
+            f"or write these runs to another --out folder"
+        )
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -279,6 +303,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         "preset": args.preset,
         "overrides": overrides,
         "resnet_epochs": args.resnet_epochs,
+        "input_norm": opts["input_norm"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), meta["command"]]  # a resumed run keeps its history
@@ -366,7 +391,8 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         *[f"    {c}" for c in meta.get("commands", [meta["command"]])],
         "",
         f"Data: {meta['data']}, split {meta['split']}; device {results[0]['device']}; "
-        f"preset {meta['preset']} with {meta['overrides']}; {len(results)} runs, "
+        f"preset {meta['preset']} with {meta['overrides']}, input norm {meta.get('input_norm', 'none')}; "
+        f"{len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
         "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",
@@ -473,6 +499,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--methods", default="ssl-gan,convnet,resnet34")
     ap.add_argument("--preset", default="full", choices=["full", "small", "tiny"])
     ap.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    ap.add_argument(
+        "--input-norm",
+        dest="input_norm",
+        choices=["image", "none"],
+        default=None,
+        help="model input: each image's colours standardised (image, the presets' default) or "
+        "the max-normalised patches as published (none); see ml/data/colour.py",
+    )
     ap.add_argument("--max-iters-per-epoch", dest="max_iters_per_epoch", type=int, default=None)
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     ap.add_argument("--eval-every", dest="eval_every", type=int, default=None)

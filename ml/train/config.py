@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+INPUT_NORMS = ("image", "none")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -25,13 +27,23 @@ class ModelConfig:
     dropout: float = 0.5
     model_res: int = 32
     resnet_width: int = 64  # ResNet34 baseline stem width (64 as published)
+    # "image": each image's colours standardised over its field of view before the model
+    # (ml.data.colour); "none": the stored max-normalised patches as they are, as published.
+    input_norm: str = "image"
+
+    def __post_init__(self) -> None:
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(
+                f"unknown input_norm {self.input_norm!r}; choose one of {', '.join(INPUT_NORMS)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        return cls(**_known(cls, d, tuples=("d_widths",)))
+        # Checkpoints written before input_norm existed fed the stored patches unchanged.
+        return cls(**{"input_norm": "none", **_known(cls, d, tuples=("d_widths",))})
 
 
 @dataclass(frozen=True)

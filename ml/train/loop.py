@@ -7,17 +7,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ml.data.colour import standardise_colour
 from ml.eval.metrics import auc as roc_auc
 from ml.eval.metrics import choose_threshold, image_scores, patch_auc
 from ml.models.discriminator import patch_logit
 from ml.train.config import ModelConfig, TrainConfig
+
+
+def model_patches(patches: np.ndarray, model_cfg: ModelConfig) -> np.ndarray:
+    """Stored uint8 patch grids -> the uint8 grids this model is fed (``ModelConfig.input_norm``)."""
+    return standardise_colour(patches) if model_cfg.input_norm == "image" else patches
 
 
 class TrainingCancelled(Exception):  # noqa: N818 - reads as an event, like StopIteration
@@ -45,6 +51,7 @@ class TrainData:
     val_image_labels: np.ndarray | None = None
     extra_unlabeled: np.ndarray | None = None
     params: Any = None  # ml.data.patches.PatchParams (default grid when None)
+    input_norm: str = "none"  # what was already applied to the arrays (``for_model``)
 
     def __post_init__(self) -> None:
         if self.patches.dtype != np.uint8 or self.patches.ndim != 5:
@@ -77,6 +84,25 @@ class TrainData:
             ),
             "n_val_images": int(len(self.val_patches)) if self.val_patches is not None else 0,
         }
+
+
+def for_model(data: TrainData, model_cfg: ModelConfig) -> TrainData:
+    """The training and validation grids as the model will see them; a no-op when already so."""
+    if data.input_norm == model_cfg.input_norm:
+        return data
+    if data.input_norm != "none":
+        raise ValueError(
+            f"data prepared for input_norm {data.input_norm!r} cannot feed {model_cfg.input_norm!r}"
+        )
+    if data.extra_unlabeled is not None and len(data.extra_unlabeled):
+        raise ValueError("loose extra_unlabeled patches have no image to standardise colours over")
+    val = None if data.val_patches is None else model_patches(data.val_patches, model_cfg)
+    return replace(
+        data,
+        patches=model_patches(data.patches, model_cfg),
+        val_patches=val,
+        input_norm=model_cfg.input_norm,
+    )
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ml.train.loop import (
     data_dependent_init,
     epoch_indices,
     evaluate,
+    for_model,
     init_weights,
     lr_factor,
     pick_threshold,
@@ -179,6 +180,7 @@ def train(
     dev = resolve_device(device)
     default_model, default_train = default_configs(dev)
     cfg, model_cfg = cfg or default_train, model_cfg or default_model
+    data = for_model(data, model_cfg)
     x_lab_np, y_lab_np = labeled_arrays(data)
     x_unl_np = unlabeled_array(data)
 

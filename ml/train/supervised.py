@@ -34,6 +34,7 @@ from ml.train.loop import (
     data_dependent_init,
     epoch_indices,
     evaluate,
+    for_model,
     init_weights,
     lr_factor,
     pick_threshold,
@@ -63,6 +64,7 @@ def train(
     dev = resolve_device(device)
     default_model, default_train = default_configs(dev)
     cfg, model_cfg = cfg or default_train, model_cfg or default_model
+    data = for_model(data, model_cfg)
     torch.manual_seed(cfg.seed)
     host_gen = torch.Generator().manual_seed(cfg.seed)
     dev_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ml.checkpoint import FORMAT_VERSION, CheckpointError, load, save
+from ml.data.colour import standardise_colour
 from ml.data.patches import PatchParams
 from ml.predict import Predictor
 from ml.train.config import preset
@@ -30,8 +31,10 @@ def test_round_trip_rebuilds_the_same_predictor(result, tmp_path):
     assert ck.metrics["threshold_source"] == "validation"
     x, _ = toy_patches(2, seed=7)
     direct = result.classifier()
+    assert ck.model_cfg.input_norm == "image"  # the predictor standardises colours as training did
+    fed = standardise_colour(x)
     with torch.no_grad():
-        expected = direct(torch.from_numpy(x.reshape(-1, 3, 32, 32)).float() / 127.5 - 1)[0]
+        expected = direct(torch.from_numpy(fed.reshape(-1, 3, 32, 32)).float() / 127.5 - 1)[0]
     got = Predictor.from_checkpoint(tmp_path / "m.pt").patch_logits(x)
     np.testing.assert_allclose(got.ravel(), (expected[:, 1] - expected[:, 0]).numpy(), rtol=1e-5, atol=1e-5)
 
@@ -55,3 +58,16 @@ def test_refuses_foreign_bytes(result):
         load(b"definitely not a checkpoint")
     with pytest.raises(CheckpointError, match="format marker"):
         load(_rewrite(save(result), format="something-else"))
+
+
+def test_checkpoint_from_before_input_norm_feeds_patches_unchanged(result):
+    payload = torch.load(io.BytesIO(save(result)), weights_only=True)
+    cfg = dict(payload["model_cfg"])
+    del cfg["input_norm"]
+    old = load(_rewrite(save(result), model_cfg=cfg))
+    assert old.model_cfg.input_norm == "none"
+    x, _ = toy_patches(2, seed=7)
+    with torch.no_grad():
+        raw = old.classifier()(torch.from_numpy(x.reshape(-1, 3, 32, 32)).float() / 127.5 - 1)[0]
+    got = Predictor(old).patch_logits(x)
+    np.testing.assert_allclose(got.ravel(), (raw[:, 1] - raw[:, 0]).numpy(), rtol=1e-5, atol=1e-5)

@@ -77,6 +77,11 @@ def test_protocol_writes_results_and_resumes(tmp_path, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == before
     paper.main([*argv[:3], "2,3,all", *argv[4:6], "--methods", "convnet", *argv[8:]])
     assert len(json.loads((out / "results.json").read_text())) == 7
+    assert {r["input_norm"] for r in json.loads((out / "results.json").read_text())} == {"image"}
+    # One folder, one model input: resuming with the published input is refused, nothing is run.
+    with pytest.raises(SystemExit, match="--input-norm image"):
+        paper.main([*argv, "--input-norm", "none"])
+    assert len(json.loads((out / "results.json").read_text())) == 7
 
 
 def test_table_shows_published_numbers_at_paper_counts():

@@ -1,13 +1,15 @@
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from ml.data.colour import standardise_colour
 from ml.eval.metrics import patch_auc
 from ml.train.config import preset
-from ml.train.loop import TrainData, TrainingCancelled, classifier_patch_logits
+from ml.train.loop import TrainData, TrainingCancelled, classifier_patch_logits, for_model, model_patches
 from ml.train.ssl_gan import train
 from ml.train.toy import toy_patches, toy_train_data
 
@@ -19,7 +21,8 @@ def test_small_preset_learns_easy_patches():
     seen = []
     result = train(data, cfg, device="cpu", model_cfg=model_cfg, on_progress=seen.append)
     x, y = toy_patches(8, seed=99)
-    auc = patch_auc(classifier_patch_logits(result.classifier(), x, torch.device("cpu")), y)
+    fed = model_patches(x, result.model_cfg)
+    auc = patch_auc(classifier_patch_logits(result.classifier(), fed, torch.device("cpu")), y)
     assert auc > 0.85
     assert [p.epoch for p in seen if p.val_patch_auc is not None] == [2, 4]
     assert seen[-1].iteration == seen[-1].iterations == 4 * 10
@@ -75,3 +78,23 @@ def test_needs_both_classes():
     model_cfg, cfg = preset("tiny")
     with pytest.raises(ValueError, match="healthy and one diseased"):
         train(TrainData(x, labels), cfg, device="cpu", model_cfg=model_cfg)
+
+
+def test_for_model_standardises_train_and_validation_grids_once():
+    model_cfg, _ = preset("tiny")
+    data = toy_train_data(seed=4)
+    fed = for_model(data, model_cfg)
+    assert model_cfg.input_norm == "image" and fed.input_norm == "image"
+    np.testing.assert_array_equal(fed.patches, standardise_colour(data.patches))
+    np.testing.assert_array_equal(fed.val_patches, standardise_colour(data.val_patches))
+    np.testing.assert_array_equal(fed.patch_labels, data.patch_labels)
+    assert for_model(fed, model_cfg) is fed  # never standardised twice
+    plain = replace(model_cfg, input_norm="none")
+    assert for_model(data, plain) is data
+    with pytest.raises(ValueError, match="cannot feed"):
+        for_model(fed, plain)
+    loose = replace(data, extra_unlabeled=data.patches[0])
+    with pytest.raises(ValueError, match="no image"):
+        for_model(loose, model_cfg)
+    with pytest.raises(ValueError, match="input_norm"):
+        replace(model_cfg, input_norm="clahe")
