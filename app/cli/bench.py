@@ -16,6 +16,9 @@ def bench_paper(
     methods: str = typer.Option("ssl-gan,convnet,resnet34"),
     preset: str = typer.Option("full", help="full (GPU) | small (CPU) | tiny (smoke test)"),
     epochs: int | None = typer.Option(None, help="override the preset's epochs"),
+    input_norm: str | None = typer.Option(
+        None, help="model input: image (colours standardised per image, the default) | none (as published)"
+    ),
     max_iters_per_epoch: int | None = typer.Option(None, help="cap iterations per epoch"),
     eval_every: int | None = typer.Option(None, help="epochs between validation evaluations"),
     resnet_epochs: int | None = typer.Option(None, help="epoch cap of the ResNet34 baseline"),
@@ -47,6 +50,7 @@ def bench_paper(
     ]
     for flag, value in (
         ("--epochs", epochs),
+        ("--input-norm", input_norm),
         ("--max-iters-per-epoch", max_iters_per_epoch),
         ("--eval-every", eval_every),
         ("--resnet-epochs", resnet_epochs),

@@ -82,3 +82,17 @@ def test_summary_of_the_shared_data(shared_idrid: Path) -> None:
     # 2,592 patches hold a lesion pixel at full resolution; the 1024 masks lose a few (docs/data.md).
     assert 2560 <= data["patches"]["diseased"] <= 2592
     assert data["skipped"] == []
+
+
+def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ml.bench import paper
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(paper, "main", seen.append)
+    args = ["bench", "paper", "--data", "x.npz", "--input-norm", "none", "--epochs", "3", "--out", "o"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    argv = seen[0]
+    assert argv[argv.index("--input-norm") + 1] == "none" and argv[argv.index("--epochs") + 1] == "3"
+    parsed = paper.parse(argv)  # every option the wrapper writes is one the protocol reads
+    assert parsed.input_norm == "none" and parsed.data == "x.npz" and parsed.out == "o"
