@@ -24,6 +24,7 @@ import numpy as np
 FOV_MIN_MEAN = 20.0  # mean uint8 intensity below which a patch is camera background
 LEVELS_PER_SD = 25.0
 MIN_SD = 1.0  # a flat image (no spread) is shifted, not blown up
+CHUNK = 32  # images per step: ~100 MB of float temporaries whatever the training set's size
 
 
 def field_of_view(patches: np.ndarray) -> np.ndarray:
@@ -44,6 +45,13 @@ def standardise_colour(patches: np.ndarray) -> np.ndarray:
         )
     single = arr.ndim == 4
     grids = arr[None] if single else arr
+    out = np.empty_like(grids)
+    for i in range(0, len(grids), CHUNK):  # float temporaries of a few images at a time, not all
+        out[i : i + CHUNK] = _standardise(grids[i : i + CHUNK])
+    return out[0] if single else out
+
+
+def _standardise(grids: np.ndarray) -> np.ndarray:
     fov = field_of_view(grids)
     fov[~fov.any(axis=1)] = True
     x = grids.astype(np.float32)
@@ -52,5 +60,4 @@ def standardise_colour(patches: np.ndarray) -> np.ndarray:
     mean = (x * weight).sum(axis=(1, 3, 4), keepdims=True) / count[:, None]
     var = (((x - mean) ** 2) * weight).sum(axis=(1, 3, 4), keepdims=True) / count[:, None]
     scale = LEVELS_PER_SD / np.maximum(np.sqrt(var), MIN_SD)
-    out = np.clip(np.rint(128.0 + (x - mean) * scale), 0, 255).astype(np.uint8)
-    return out[0] if single else out
+    return np.clip(np.rint(128.0 + (x - mean) * scale), 0, 255).astype(np.uint8)

@@ -53,3 +53,13 @@ def test_refuses_other_dtypes_and_shapes():
         standardise_colour(np.zeros((64, 3, 32, 32), np.float32))
     with pytest.raises(ValueError, match="uint8"):
         standardise_colour(np.zeros((3, 32, 32), np.uint8))
+
+
+def test_chunked_result_equals_image_by_image(monkeypatch):
+    import ml.data.colour as colour
+
+    grids = np.stack([_fundus(s, (1.0, 0.5 + 0.1 * s, 0.4)) for s in range(5)])
+    whole = standardise_colour(grids)
+    monkeypatch.setattr(colour, "CHUNK", 2)  # 2 + 2 + 1 images
+    np.testing.assert_array_equal(standardise_colour(grids), whole)
+    np.testing.assert_array_equal(whole[3], standardise_colour(grids[3]))
