@@ -82,23 +82,14 @@ def fan_out(
         raise SystemExit("bench paper-fanout needs REDIS_URL and running workers (`patchscreen worker`)")
     args = paper.parse([*argv, "--out", str(out)])
     p = paper.plan(args)
-    arrays, desc, ids, overrides, opts = p.arrays, p.desc, p.ids, p.overrides, p.opts
+    arrays, desc, ids, opts = p.arrays, p.desc, p.ids, p.opts
     results, done, todo = p.results, p.done, p.todo
     sha = publish_cohort(arrays, settings.redis_url)
     app = celery_for(settings.redis_url)
     queue = training_queue(_redis(settings.redis_url))
     options = {"cohort_sha": sha, "ids": [list(x) for x in ids], "opts": opts}
     echo(f"{len(done)} cells done, {len(todo)} sent to the `{queue}` queue; data {desc}")
-    meta = {
-        "command": "patchscreen bench paper-fanout " + " ".join(argv),
-        "data": desc,
-        "split": {"train": len(ids[0]), "val": len(ids[1]), "test": len(ids[2]), "seed": args.split_seed},
-        "host": "celery workers",
-        "preset": args.preset,
-        "overrides": overrides,
-        "resnet_epochs": args.resnet_epochs,
-    }
-    (out / "meta.json").write_text(__import__("json").dumps(meta, indent=1))
+    meta = paper.write_meta(p, args, "patchscreen bench paper-fanout " + " ".join(argv), "celery workers")
     pending = group(
         app.signature(
             "patchscreen.bench_paper_cell",

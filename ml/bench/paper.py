@@ -290,24 +290,31 @@ def _check_same_input_norm(out: Path, norm: str) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> list[dict]:
-    p = plan(args)
-    out, arrays, desc, ids, overrides, opts = p.out, p.arrays, p.desc, p.ids, p.overrides, p.opts
-    results, done, todo = p.results, p.done, p.todo
+def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> dict:
+    """The folder's meta.json: how its runs were made; a resumed folder keeps its earlier commands."""
+    out, ids = p.out, p.ids
     meta = {
-        "command": "python -m ml.bench.paper " + " ".join(args.argv),
-        "data": desc,
+        "command": command,
+        "data": p.desc,
         "split": {"train": len(ids[0]), "val": len(ids[1]), "test": len(ids[2]), "seed": args.split_seed},
-        "host": platform.node(),
+        "host": host,
         "cpu_count": os.cpu_count(),
         "preset": args.preset,
-        "overrides": overrides,
+        "overrides": p.overrides,
         "resnet_epochs": args.resnet_epochs,
-        "input_norm": opts["input_norm"],
+        "input_norm": p.opts["input_norm"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
-    meta["commands"] = [*previous.get("commands", []), meta["command"]]  # a resumed run keeps its history
+    meta["commands"] = [*previous.get("commands", []), command]
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    p = plan(args)
+    out, arrays, desc, ids, opts = p.out, p.arrays, p.desc, p.ids, p.opts
+    results, done, todo = p.results, p.done, p.todo
+    meta = write_meta(p, args, "python -m ml.bench.paper " + " ".join(args.argv), platform.node())
     print(f"{len(done)} cells done, {len(todo)} to run; data {desc}, split {meta['split']}", flush=True)
     t0 = time.perf_counter()
     if args.jobs <= 1:
