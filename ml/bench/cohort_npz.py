@@ -5,6 +5,9 @@ preprocessed cohort (about 30 MB for IDRiD's 249 images) lets a session carry it
 ``python -m ml.bench.paper --data cohort.npz`` with no image decoding at all.
 
     python -m ml.bench.cohort_npz --data ../shared/data/idrid --out .cache/idrid-cohort.npz
+
+``--model-res 64`` exports 64x64 patches (4x the bytes); the protocol then builds every network
+for that resolution (``ml.bench.paper`` takes it from the file).
 """
 
 from __future__ import annotations
@@ -62,11 +65,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", required=True, help="cohort folder (IDRiD official, prepared or synthetic)")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--cache", default=".cache/patches", help="per-image preprocessing cache")
+    ap.add_argument(
+        "--model-res",
+        dest="model_res",
+        type=int,
+        default=PatchParams().model_res,
+        help="side of a patch as the model sees it (32 as published; 64 keeps 2x the detail)",
+    )
     args = ap.parse_args(argv)
     from ml.data.cache import load_arrays
     from ml.data.cohort import load_source
 
-    arrays = load_arrays(load_source(args.data), cache_dir=args.cache)
+    params = PatchParams(model_res=args.model_res)
+    arrays = load_arrays(load_source(args.data), params, cache_dir=args.cache)
     path = save_npz(arrays, args.out, source=str(args.data))
     print(json.dumps({"out": str(path), "images": len(arrays), "bytes": path.stat().st_size}))
 

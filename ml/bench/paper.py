@@ -132,7 +132,7 @@ def run_cell(
     ]
     data = train_data(arrays, train_ids, subset.labeled, val_ids)
     model_cfg, cfg = preset(opts["preset"], **opts["overrides"], seed=1000 * cell.sampling + cell.labeled)
-    model_cfg = replace(model_cfg, input_norm=opts["input_norm"])
+    model_cfg = replace(model_cfg, input_norm=opts["input_norm"], model_res=arrays.params.model_res)
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
     dev = resolve_device(opts["device"])
@@ -189,6 +189,7 @@ def run_cell(
         "test_specificity": _r(spec),
         "preset": opts["preset"],
         "input_norm": model_cfg.input_norm,
+        "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "wall_s": round(wall, 1),
         "data": opts["data_desc"],

@@ -6,6 +6,7 @@ import pytest
 from ml.bench import paper
 from ml.bench.cohort_npz import load_npz, save_npz
 from ml.data.cache import CohortArrays
+from ml.data.patches import PatchParams
 from ml.train.toy import toy_patches
 
 
@@ -90,3 +91,22 @@ def test_table_shows_published_numbers_at_paper_counts():
     ]
     t = paper.table(rows, "image_auc", published=True)
     assert "85.0 ± 5.0 (n=2) [paper 84.5]" in t
+
+
+def test_protocol_builds_its_networks_for_the_cohorts_patch_resolution(tmp_path):
+    x, y = toy_patches(20, seed=11, res=64)
+    arrays = CohortArrays(
+        ids=[f"img{i:02d}" for i in range(20)],
+        patches=x,
+        patch_labels=y,
+        image_labels=(y == 1).any(1).astype(np.int8),
+        masks=np.zeros((20, 32, 32), bool),
+        fractions=np.zeros(y.shape, np.float32),
+        params=PatchParams(model_res=64),
+    )
+    data = save_npz(arrays, tmp_path / "c64.npz")
+    assert load_npz(data).params.model_res == 64
+    argv = ["--data", str(data), "--labeled", "4", "--samplings", "1", "--methods", "ssl-gan,convnet"]
+    paper.main([*argv, "--preset", "tiny", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "o")])
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [r["model_res"] for r in results] == [64, 64]
