@@ -259,7 +259,7 @@ def plan(args: argparse.Namespace) -> Plan:
         "out": str(out),
         "data_desc": desc,
         "resnet_epochs": args.resnet_epochs,
-        "input_norm": input_norm(args),
+        "input_norm": chosen_input_norm(args),
     }
     _check_same_input_norm(out, opts["input_norm"])
     results = load_results(out)
@@ -272,7 +272,8 @@ def plan(args: argparse.Namespace) -> Plan:
     return Plan(out, arrays, desc, ids, overrides, opts, results, done, todo)
 
 
-def input_norm(args: argparse.Namespace) -> str:
+def chosen_input_norm(args: argparse.Namespace) -> str:
+    """--input-norm, else the preset's default."""
     from ml.train.config import preset
 
     return args.input_norm or preset(args.preset)[0].input_norm

@@ -95,9 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--input-norm", dest="input_norm", default="none,image", help="none, image or both")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
     args = ap.parse_args(argv)
+    norms = args.input_norm.split(",")
+    if not set(norms) <= {"none", "image"}:
+        ap.error(f"--input-norm takes none, image or none,image, not {args.input_norm!r}")
     arrays = load_npz(args.data)
     labeled = [x if x == "all" else int(x) for x in args.labeled.split(",")]
-    rows = [r for norm in args.input_norm.split(",") for r in run(arrays, labeled, args.samplings, norm)]
+    rows = [r for norm in norms for r in run(arrays, labeled, args.samplings, norm)]
     print(summary(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

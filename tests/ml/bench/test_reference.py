@@ -29,3 +29,10 @@ def test_reference_separates_easy_patches_on_the_protocols_split(tmp_path, capsy
     out = capsys.readouterr().out
     assert "| image | 4 |" in out and "| none | 4 |" in out
     assert {r["input_norm"] for r in json.loads((tmp_path / "r.json").read_text())} == {"image", "none"}
+
+
+def test_reference_refuses_an_unknown_input(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        reference.main(["--data", str(tmp_path / "missing.npz"), "--input-norm", "clahe"])
