@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from ml.bench import reference
 from ml.bench.cohort_npz import load_npz
@@ -32,7 +33,5 @@ def test_reference_separates_easy_patches_on_the_protocols_split(tmp_path, capsy
 
 
 def test_reference_refuses_an_unknown_input(tmp_path):
-    import pytest
-
     with pytest.raises(SystemExit):
         reference.main(["--data", str(tmp_path / "missing.npz"), "--input-norm", "clahe"])
