@@ -74,3 +74,35 @@ def test_the_lock_is_released_by_rollback_close_and_errors(tmp_path):
     with Session(bind=engine) as s:
         assert s.execute(text("SELECT count(*) FROM t")).scalar() == 1
     engine.dispose()
+
+
+def test_a_failed_write_request_leaves_the_database_unlocked(tmp_path):
+    """A write request that fails inside its transaction (a label for an unknown image: 404 after
+    its first statement took the write lock) must end that transaction, and a request that
+    committed must hold nothing: afterwards another connection writes at once."""
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from app.core.config import Settings
+    from app.db.session import session_scope
+    from app.main import create_app
+    from app.services import users
+
+    db_file = tmp_path / "app.sqlite3"
+    settings = Settings(env="test", data_dir=tmp_path / "data", database_url=f"sqlite:///{db_file}")
+    with TestClient(create_app(settings)) as client:
+        with session_scope(client.app.state.engine) as s:
+            user = users.create_user(s, "annotator", "a-long-password", "annotator")
+            token = users.issue_token(s, user, "api", name="t").token
+        headers = {"Authorization": f"Bearer {token}"}
+        for expected in (404, 404):
+            r = client.put("/api/v1/images/999/labels/0/0", json={"label": "healthy"}, headers=headers)
+            assert r.status_code == expected
+            other = sqlite3.connect(db_file, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # raises 'database is locked' if a request kept it
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+        assert client.get("/api/v1/images", headers=headers).status_code == 200
