@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.core import security
 from app.core.config import Settings
 from app.db.models import ApiToken, User
+from app.db.session import begin_read
 from app.services import users
 from app.services.errors import Forbidden, Unauthorized
 from app.services.storage import Storage
@@ -66,6 +67,7 @@ def get_principal(
     settings: SettingsDep,
     bearer: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
+    begin_read(session)  # SQLite: the lookup does not take the write lock (it commits below)
     try:
         if bearer:
             row = users.resolve_token(session, bearer, ("api", "access"))

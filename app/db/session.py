@@ -102,6 +102,19 @@ def write_engine(engine: Engine) -> Engine:
     return engine
 
 
+def begin_read(session: Session) -> None:
+    """Start a write session's next transaction as a plain read (SQLite: ``BEGIN DEFERRED``).
+
+    A write request reads first (its token, the active model) and commits before its real work;
+    under ``BEGIN IMMEDIATE`` that read would take the database's single write lock and queue
+    behind every label write in flight, for a transaction that writes nothing. The transaction
+    after it begins ``IMMEDIATE`` again. No effect on PostgreSQL, or inside a transaction.
+    """
+    if session.in_transaction() or not is_sqlite(session.get_bind()):
+        return
+    session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 

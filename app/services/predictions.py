@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.db.models import ModelVersion, Prediction, User
+from app.db.session import begin_read
 from app.services import images, models
 from app.services.errors import NotFound
 from app.services.storage import Storage
@@ -38,6 +39,7 @@ class PreparedPrediction:
 
 
 def prepare_for_image(session: Session, image_id: int) -> PreparedPrediction:
+    begin_read(session)  # SQLite: reading the patches does not take the write lock
     active = models.active_model(session)
     img = images.get_image(session, image_id)
     patches = patches_from_bytes(session.get(type(img), img.id).patches)  # deferred column
@@ -55,6 +57,7 @@ def prepare_for_upload(
     *,
     store: bool,
 ) -> PreparedPrediction:
+    begin_read(session)
     active = models.active_model(session)  # 409 before any decoding or storing
     session.commit()  # no transaction (on SQLite: no write lock) while decoding
     prepared = images.prepare(data, filename, settings)

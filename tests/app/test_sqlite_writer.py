@@ -1,14 +1,22 @@
-"""SQLite writers of one process queue on a thread lock, released however a transaction ends."""
+"""SQLite writers of one process queue on a thread lock, released however a transaction ends;
+the read-only transactions of a write request (its token, the active model) do not take it."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 
-from sqlalchemy import text
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
-from app.db.session import make_engine, write_engine
+from app.core.config import Settings
+from app.db.session import begin_read, make_engine, session_scope, write_engine
+from app.main import create_app
+from app.services import users
+from tests.app.conftest import fundus_bytes
 
 
 def _engine(tmp_path):
@@ -76,33 +84,83 @@ def test_the_lock_is_released_by_rollback_close_and_errors(tmp_path):
     engine.dispose()
 
 
-def test_a_failed_write_request_leaves_the_database_unlocked(tmp_path):
-    """A write request that fails inside its transaction (a label for an unknown image: 404 after
-    its first statement took the write lock) must end that transaction, and a request that
-    committed must hold nothing: afterwards another connection writes at once."""
-    import sqlite3
-
-    from fastapi.testclient import TestClient
-
-    from app.core.config import Settings
-    from app.db.session import session_scope
-    from app.main import create_app
-    from app.services import users
-
-    db_file = tmp_path / "app.sqlite3"
-    settings = Settings(env="test", data_dir=tmp_path / "data", database_url=f"sqlite:///{db_file}")
+@pytest.fixture
+def file_app(tmp_path):
+    """The real app on a SQLite file (no test transaction around it), an admin's headers."""
+    settings = Settings(
+        env="test",
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'app.sqlite3'}",
+        min_image_side=256,
+    )
     with TestClient(create_app(settings)) as client:
         with session_scope(client.app.state.engine) as s:
-            user = users.create_user(s, "annotator", "a-long-password", "annotator")
+            user = users.create_user(s, "admin", "a-long-password", "admin")
             token = users.issue_token(s, user, "api", name="t").token
-        headers = {"Authorization": f"Bearer {token}"}
-        for expected in (404, 404):
-            r = client.put("/api/v1/images/999/labels/0/0", json={"label": "healthy"}, headers=headers)
-            assert r.status_code == expected
-            other = sqlite3.connect(db_file, timeout=0, isolation_level=None)
-            try:
-                other.execute("BEGIN IMMEDIATE")  # raises 'database is locked' if a request kept it
-                other.execute("ROLLBACK")
-            finally:
-                other.close()
-        assert client.get("/api/v1/images", headers=headers).status_code == 200
+        yield client, {"Authorization": f"Bearer {token}"}, tmp_path / "app.sqlite3"
+    client.app.state.engine.dispose()
+
+
+def test_a_failed_write_request_leaves_the_database_unlocked(file_app):
+    """A write request that fails inside its transaction (a label for an unknown image: 404 after
+    its first statement took the write lock) must end that transaction: afterwards another
+    connection writes at once."""
+    client, headers, db_file = file_app
+    for _ in range(2):
+        r = client.put("/api/v1/images/999/labels/0/0", json={"label": "healthy"}, headers=headers)
+        assert r.status_code == 404
+        other = sqlite3.connect(db_file, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # raises 'database is locked' if a request kept it
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+    assert client.get("/api/v1/images", headers=headers).status_code == 200
+
+
+def _begin_modes(engine) -> list[str]:
+    modes: list[str] = []
+    event.listen(engine, "begin", lambda conn: modes.append(conn.get_execution_options().get("sqlite_begin")))
+    return modes
+
+
+def test_only_the_writing_transaction_of_a_request_takes_the_write_lock(file_app, tiny_checkpoint):
+    """The token lookup and /predict's reads run as DEFERRED transactions; only the label insert
+    and the prediction's audit row begin IMMEDIATE (SQLite's one write lock)."""
+    from app.services import models
+
+    client, headers, _ = file_app
+    engine = client.app.state.engine
+    with session_scope(engine) as s:
+        admin = users.get_user_by_name(s, "admin")
+        mv = models.register_model_version(s, tiny_checkpoint, method="ssl_gan", preset="tiny")
+        models.activate(s, mv.version, admin)
+    image = client.post(
+        "/api/v1/images", files={"files": ("eye.jpg", fundus_bytes(3), "image/jpeg")}, headers=headers
+    ).json()
+    modes = _begin_modes(engine)
+
+    r = client.put(f"/api/v1/images/{image['id']}/labels/2/3", json={"label": "diseased"}, headers=headers)
+    assert r.status_code == 200
+    assert modes == ["DEFERRED", "IMMEDIATE"]
+
+    modes.clear()
+    r = client.post(
+        "/api/v1/predict", files={"file": ("x.jpg", fundus_bytes(4), "image/jpeg")}, headers=headers
+    )
+    assert r.status_code == 200, r.text
+    assert modes == ["DEFERRED", "DEFERRED", "IMMEDIATE"]
+
+    modes.clear()
+    r = client.post("/api/v1/predict", json={"image_id": image["id"]}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert modes == ["DEFERRED", "DEFERRED", "IMMEDIATE"]
+
+    # a write session begins IMMEDIATE again once its read transaction was committed
+    modes.clear()
+    with Session(bind=write_engine(engine)) as s:
+        begin_read(s)
+        s.execute(text("SELECT 1"))
+        s.commit()
+        s.execute(text("SELECT 1"))
+    assert modes == ["DEFERRED", "IMMEDIATE"]
