@@ -162,6 +162,10 @@ class ModelOut(BaseModel):
     threshold: float
     metrics: dict[str, Any]
     training_summary: dict[str, Any]
+    network: dict[str, Any] | None = Field(
+        description="The network's configuration from the checkpoint: input_norm ('image': colours "
+        "standardised per image; 'none': max-normalised patches as published), model_res, widths."
+    )
     training_job_id: int | None
     checkpoint_sha256: str
     checkpoint_size: int

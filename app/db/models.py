@@ -171,6 +171,8 @@ class ModelVersion(Base):
     threshold: Mapped[float] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     training_summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # ml.train.config.ModelConfig as a dict (input_norm, model_res, widths), read from the checkpoint.
+    network_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     training_job_id: Mapped[int | None] = mapped_column(ForeignKey("training_jobs.id"))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -212,6 +212,7 @@ def register_model_version(
             threshold=float(threshold),
             metrics=metrics or {},
             training_summary=training_summary or {},
+            network_config=loaded.model_cfg.to_dict(),
             training_job_id=training_job_id,
             created_by_id=created_by.id if created_by else None,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -56,3 +58,23 @@ def test_upgrade_if_needed_only_touches_an_empty_database(empty_engine):
     assert migrate.upgrade_if_needed(empty_engine) is True
     assert migrate.upgrade_if_needed(empty_engine) is False
     assert migrate.current_revision(empty_engine) == migrate.head_revision()
+
+
+def test_0003_fills_network_config_from_existing_checkpoints(empty_engine, tiny_checkpoint):
+    """Versions registered before 0003 get their network configuration from their checkpoint; an
+    unreadable checkpoint leaves it unknown instead of failing the upgrade."""
+    migrate.upgrade(empty_engine, "0002")
+    row = (
+        "insert into model_versions (id, version, method, preset, checkpoint, checkpoint_sha256, "
+        "checkpoint_size, threshold, metrics, training_summary, created_at) values "
+        "(:id, :id, 'ssl_gan', 'tiny', :ck, 'x', 1, 1.0, '{}', '{}', '2026-11-27 00:00:00')"
+    )
+    with empty_engine.begin() as conn:
+        conn.execute(text(row), {"id": 1, "ck": tiny_checkpoint})
+        conn.execute(text(row), {"id": 2, "ck": b"not a checkpoint"})
+    migrate.upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        got = dict(conn.execute(text("select id, network_config from model_versions order by id")).all())
+    config = got[1] if isinstance(got[1], dict) else json.loads(got[1])
+    assert config["input_norm"] == "image" and config["model_res"] == 32
+    assert got[2] is None

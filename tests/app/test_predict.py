@@ -239,3 +239,15 @@ def test_cpu_optimised_classifier_gives_the_same_predictions(tiny_checkpoint):
     x = np.random.default_rng(1).integers(0, 256, size=(3, 64, 3, 32, 32), dtype=np.uint8)
     np.testing.assert_allclose(fast.patch_logits(x), plain.patch_logits(x), atol=1e-4, rtol=1e-4)
     assert [p.diseased for p in fast.predict(x)] == [p.diseased for p in plain.predict(x)]
+
+
+def test_a_model_version_shows_its_network_configuration(client, viewer, active_model, tiny_checkpoint):
+    from ml.checkpoint import load
+
+    expected = load(tiny_checkpoint).model_cfg
+    body = client.get(f"/api/v1/models/{active_model.version}", headers=viewer.headers).json()
+    assert body["network"]["input_norm"] == expected.input_norm
+    assert body["network"]["model_res"] == expected.model_res
+    assert body["network"]["d_widths"] == list(expected.d_widths)
+    listed = client.get("/api/v1/models", headers=viewer.headers).json()
+    assert listed[0]["network"] == body["network"]

@@ -325,6 +325,7 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     assert rows.count() == 1
     assert "active" in rows.first.inner_text()
     page.locator("#roc svg polyline.curve").wait_for(timeout=10_000)  # the validation ROC curve
+    assert "32×32 patches, colours standardised per image" in page.locator("#model-detail").inner_text()
     assert len(page.locator("#roc svg polyline.curve").get_attribute("points").split()) >= 2
     page.screenshot(path=output_dir / "05-models.png", full_page=True)
 

@@ -21,6 +21,7 @@ def model_out(mv: ModelVersion, active_id: int | None) -> ModelOut:
         threshold=mv.threshold,
         metrics=mv.metrics or {},
         training_summary=mv.training_summary or {},
+        network=mv.network_config,
         training_job_id=mv.training_job_id,
         checkpoint_sha256=mv.checkpoint_sha256,
         checkpoint_size=mv.checkpoint_size,

@@ -69,6 +69,13 @@ function show(v) {
   return String(v);
 }
 
+// What the network is fed (ml/data/colour.py): a version trained on one input must be read with it.
+function describeInput(network) {
+  if (!network) return "not recorded (see the checkpoint)";
+  const colour = network.input_norm === "image" ? "colours standardised per image" : "max-normalised, as published";
+  return `${network.model_res}×${network.model_res} patches, ${colour}`;
+}
+
 function renderDetail(mv) {
   const m = mv.metrics || {};
   const flat = Object.entries(m).filter(([, v]) => v === null || typeof v !== "object");
@@ -76,7 +83,8 @@ function renderDetail(mv) {
   detail.replaceChildren(
     el("h3", {}, `Version ${mv.version}${mv.active ? " (active)" : ""}`),
     el("dl", { class: "metrics-list" },
-      [["Method", `${mv.method}${mv.preset ? ` · ${mv.preset}` : ""}`], ["Created", fmtDate(mv.created_at)],
+      [["Method", `${mv.method}${mv.preset ? ` · ${mv.preset}` : ""}`], ["Model input", describeInput(mv.network)],
+        ["Created", fmtDate(mv.created_at)],
         ["Threshold", fmtNum(mv.threshold, 3)], ["Training job", mv.training_job_id ?? "–"],
         ...flat.map(([k, v]) => [k, show(v)]),
         ...summary.map(([k, v]) => [`training: ${k}`, show(v)]),
