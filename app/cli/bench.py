@@ -19,6 +19,7 @@ def bench_paper(
     input_norm: str | None = typer.Option(
         None, help="model input: image (colours standardised per image, the default) | none (as published)"
     ),
+    pool: str | None = typer.Option(None, help="discriminator's global pooling: mean (published) | max"),
     max_iters_per_epoch: int | None = typer.Option(None, help="cap iterations per epoch"),
     eval_every: int | None = typer.Option(None, help="epochs between validation evaluations"),
     resnet_epochs: int | None = typer.Option(None, help="epoch cap of the ResNet34 baseline"),
@@ -51,6 +52,7 @@ def bench_paper(
     for flag, value in (
         ("--epochs", epochs),
         ("--input-norm", input_norm),
+        ("--pool", pool),
         ("--max-iters-per-epoch", max_iters_per_epoch),
         ("--eval-every", eval_every),
         ("--resnet-epochs", resnet_epochs),

@@ -132,7 +132,9 @@ def run_cell(
     ]
     data = train_data(arrays, train_ids, subset.labeled, val_ids)
     model_cfg, cfg = preset(opts["preset"], **opts["overrides"], seed=1000 * cell.sampling + cell.labeled)
-    model_cfg = replace(model_cfg, input_norm=opts["input_norm"], model_res=arrays.params.model_res)
+    model_cfg = replace(
+        model_cfg, input_norm=opts["input_norm"], pool=opts["pool"], model_res=arrays.params.model_res
+    )
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
     dev = resolve_device(opts["device"])
@@ -189,6 +191,7 @@ def run_cell(
         "test_specificity": _r(spec),
         "preset": opts["preset"],
         "input_norm": model_cfg.input_norm,
+        "pool": model_cfg.pool,
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "wall_s": round(wall, 1),
@@ -260,8 +263,9 @@ def plan(args: argparse.Namespace) -> Plan:
         "data_desc": desc,
         "resnet_epochs": args.resnet_epochs,
         "input_norm": chosen_input_norm(args),
+        "pool": chosen_pool(args),
     }
-    _check_same_input_norm(out, opts["input_norm"])
+    _check_same_network(out, opts)
     results = load_results(out)
     done = {(r["method"], r["labeled"], r["sampling"]) for r in results}
     todo = [
@@ -279,17 +283,26 @@ def chosen_input_norm(args: argparse.Namespace) -> str:
     return args.input_norm or preset(args.preset)[0].input_norm
 
 
-def _check_same_input_norm(out: Path, norm: str) -> None:
-    """A folder's cells must share one model input: refuse to resume it with another."""
+def chosen_pool(args: argparse.Namespace) -> str:
+    """--pool, else the preset's default."""
+    from ml.train.config import preset
+
+    return args.pool or preset(args.preset)[0].pool
+
+
+def _check_same_network(out: Path, opts: dict[str, Any]) -> None:
+    """A folder's cells must share one model input and pooling: refuse to resume it with others."""
     meta = out / "meta.json"
     if not meta.exists():
         return
-    before = json.loads(meta.read_text()).get("input_norm", "none")  # older folders: none
-    if before != norm:
-        raise SystemExit(
-            f"{out} holds runs with --input-norm {before}; resume it with --input-norm {before} "
-            f"or write these runs to another --out folder"
-        )
+    before = json.loads(meta.read_text())
+    for key, flag, old_default in (("input_norm", "--input-norm", "none"), ("pool", "--pool", "mean")):
+        was = before.get(key, old_default)  # folders older than the option ran with its old default
+        if was != opts[key]:
+            raise SystemExit(
+                f"{out} holds runs with {flag} {was}; resume it with {flag} {was} "
+                f"or write these runs to another --out folder"
+            )
 
 
 def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> dict:
@@ -305,6 +318,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "overrides": p.overrides,
         "resnet_epochs": args.resnet_epochs,
         "input_norm": p.opts["input_norm"],
+        "pool": p.opts["pool"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -400,7 +414,8 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         *[f"    {c}" for c in meta.get("commands", [meta["command"]])],
         "",
         f"Data: {meta['data']}, split {meta['split']}; device {results[0]['device']}; "
-        f"preset {meta['preset']} with {meta['overrides']}, input norm {meta.get('input_norm', 'none')}; "
+        f"preset {meta['preset']} with {meta['overrides']}, input norm {meta.get('input_norm', 'none')}, "
+        f"pooling {meta.get('pool', 'mean')}; "
         f"{len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
@@ -515,6 +530,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="model input: each image's colours standardised (image, the presets' default) or "
         "the max-normalised patches as published (none); see ml/data/colour.py",
+    )
+    ap.add_argument(
+        "--pool",
+        choices=["mean", "max"],
+        default=None,
+        help="the discriminator's global pooling (mean as published, the presets' default, or max)",
     )
     ap.add_argument("--max-iters-per-epoch", dest="max_iters_per_epoch", type=int, default=None)
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None)

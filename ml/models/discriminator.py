@@ -7,7 +7,7 @@ Layout (widths ``c1, c2`` = 96, 192 in the full model)::
     3x3 conv c2, 3x3 conv c2, 3x3 conv c2 stride 2      lReLU 0.2, weight norm; dropout 0.5
     3x3 conv c2 pad 0, 3x3 conv c2 pad 0                (32x32 input: 8x8 -> 6x6 -> 4x4)
     1x1 conv c2 (NiN), 1x1 conv c2 (NiN)
-    global average pooling -> features
+    global pooling (average; max with ModelConfig.pool = "max") -> features
     dense with weight norm -> K logits
 
 The two pad-0 convolutions are stride 1, as in Salimans et al.'s CIFAR model this table copies;
@@ -61,10 +61,12 @@ class Discriminator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = weight_norm(nn.Linear(c2, cfg.n_classes))
         self.n_classes = cfg.n_classes
+        self.pool_max = cfg.pool == "max"
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (logits (B, K), features (B, c2))."""
-        features = self.body(x).mean(dim=(2, 3))
+        h = self.body(x)
+        features = h.amax(dim=(2, 3)) if self.pool_max else h.mean(dim=(2, 3))
         return self.head(features), features
 
 

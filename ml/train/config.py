@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 INPUT_NORMS = ("image", "none")
+POOLS = ("mean", "max")
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,17 @@ class ModelConfig:
     # "image": each image's colours standardised over its field of view before the model
     # (ml.data.colour); "none": the stored max-normalised patches as they are, as published.
     input_norm: str = "image"
+    # The discriminator's global pooling over its last 4x4 map: "mean" as in Salimans et al.'s
+    # conv-large, "max" keeps a small lesion's response from being averaged with 15 clean cells.
+    pool: str = "mean"
 
     def __post_init__(self) -> None:
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(
                 f"unknown input_norm {self.input_norm!r}; choose one of {', '.join(INPUT_NORMS)}"
             )
+        if self.pool not in POOLS:
+            raise ValueError(f"unknown pool {self.pool!r}; choose one of {', '.join(POOLS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))

@@ -82,7 +82,10 @@ def test_protocol_writes_results_and_resumes(tmp_path, capsys):
     # One folder, one model input: resuming with the published input is refused, nothing is run.
     with pytest.raises(SystemExit, match="--input-norm image"):
         paper.main([*argv, "--input-norm", "none"])
-    assert len(json.loads((out / "results.json").read_text())) == 7
+    with pytest.raises(SystemExit, match="--pool mean"):  # nor with another pooling
+        paper.main([*argv, "--pool", "max"])
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 7 and {r["pool"] for r in results} == {"mean"}
 
 
 def test_table_shows_published_numbers_at_paper_counts():

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ml.models import build_classifier
@@ -18,6 +19,21 @@ def test_discriminator_shapes_and_layers():
     assert [c.stride[0] for c in convs] == [1, 1, 2, 1, 1, 2, 1, 1, 1, 1]
     assert [c.padding[0] for c in convs] == [1] * 6 + [0] * 4
     assert all(hasattr(c, "parametrizations") for c in convs)
+
+
+def test_discriminator_pooling_option():
+    """``pool="max"`` keeps the strongest cell of the last 4x4 map; "mean" averages all 16."""
+    torch.manual_seed(0)
+    mean_d = Discriminator(ModelConfig(d_widths=(8, 16))).eval()
+    max_d = Discriminator(ModelConfig(d_widths=(8, 16), pool="max")).eval()
+    max_d.load_state_dict(mean_d.state_dict())  # same weights: only the pooling differs
+    x = torch.randn(2, 3, 32, 32)
+    last = mean_d.body(x)
+    assert last.shape[-2:] == (4, 4)
+    assert torch.allclose(mean_d(x)[1], last.mean(dim=(2, 3)))
+    assert torch.allclose(max_d(x)[1], last.amax(dim=(2, 3)))
+    with pytest.raises(ValueError, match="unknown pool"):
+        ModelConfig(pool="median")
 
 
 def test_generator_outputs_model_resolution_in_tanh_range():
