@@ -20,6 +20,7 @@ def bench_paper(
         None, help="model input: image (colours standardised per image, the default) | none (as published)"
     ),
     pool: str | None = typer.Option(None, help="discriminator's global pooling: mean (published) | max"),
+    dropout: str | None = typer.Option(None, help="discriminator dropout INPUT,HIDDEN (published 0.2,0.5)"),
     max_iters_per_epoch: int | None = typer.Option(None, help="cap iterations per epoch"),
     eval_every: int | None = typer.Option(None, help="epochs between validation evaluations"),
     resnet_epochs: int | None = typer.Option(None, help="epoch cap of the ResNet34 baseline"),
@@ -53,6 +54,7 @@ def bench_paper(
         ("--epochs", epochs),
         ("--input-norm", input_norm),
         ("--pool", pool),
+        ("--dropout", dropout),
         ("--max-iters-per-epoch", max_iters_per_epoch),
         ("--eval-every", eval_every),
         ("--resnet-epochs", resnet_epochs),

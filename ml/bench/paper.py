@@ -133,7 +133,12 @@ def run_cell(
     data = train_data(arrays, train_ids, subset.labeled, val_ids)
     model_cfg, cfg = preset(opts["preset"], **opts["overrides"], seed=1000 * cell.sampling + cell.labeled)
     model_cfg = replace(
-        model_cfg, input_norm=opts["input_norm"], pool=opts["pool"], model_res=arrays.params.model_res
+        model_cfg,
+        input_norm=opts["input_norm"],
+        pool=opts["pool"],
+        input_dropout=opts["dropout"][0],
+        dropout=opts["dropout"][1],
+        model_res=arrays.params.model_res,
     )
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
@@ -192,6 +197,7 @@ def run_cell(
         "preset": opts["preset"],
         "input_norm": model_cfg.input_norm,
         "pool": model_cfg.pool,
+        "dropout": [model_cfg.input_dropout, model_cfg.dropout],
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "wall_s": round(wall, 1),
@@ -262,8 +268,7 @@ def plan(args: argparse.Namespace) -> Plan:
         "out": str(out),
         "data_desc": desc,
         "resnet_epochs": args.resnet_epochs,
-        "input_norm": chosen_input_norm(args),
-        "pool": chosen_pool(args),
+        **network_options(args),
     }
     _check_same_network(out, opts)
     results = load_results(out)
@@ -276,31 +281,45 @@ def plan(args: argparse.Namespace) -> Plan:
     return Plan(out, arrays, desc, ids, overrides, opts, results, done, todo)
 
 
-def chosen_input_norm(args: argparse.Namespace) -> str:
-    """--input-norm, else the preset's default."""
+def network_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The network settings every cell of a folder shares: the flags, else the preset's defaults."""
     from ml.train.config import preset
 
-    return args.input_norm or preset(args.preset)[0].input_norm
+    m = preset(args.preset)[0]
+    dropout = _dropout_pair(args.dropout) if args.dropout else [m.input_dropout, m.dropout]
+    return {"input_norm": args.input_norm or m.input_norm, "pool": args.pool or m.pool, "dropout": dropout}
 
 
-def chosen_pool(args: argparse.Namespace) -> str:
-    """--pool, else the preset's default."""
-    from ml.train.config import preset
+def _dropout_pair(text: str) -> list[float]:
+    try:
+        pair = [float(x) for x in text.split(",")]
+    except ValueError:
+        pair = []
+    if len(pair) != 2 or not all(0.0 <= p < 1.0 for p in pair):
+        raise SystemExit(f"--dropout takes INPUT,HIDDEN rates in [0, 1), e.g. 0.2,0.5; not {text!r}")
+    return pair
 
-    return args.pool or preset(args.preset)[0].pool
+
+# (key, flag, what folders written before the option existed ran with)
+_NETWORK_FLAGS = (
+    ("input_norm", "--input-norm", "none"),
+    ("pool", "--pool", "mean"),
+    ("dropout", "--dropout", [0.2, 0.5]),
+)
 
 
 def _check_same_network(out: Path, opts: dict[str, Any]) -> None:
-    """A folder's cells must share one model input and pooling: refuse to resume it with others."""
+    """A folder's cells must share one network setting: refuse to resume it with another."""
     meta = out / "meta.json"
     if not meta.exists():
         return
     before = json.loads(meta.read_text())
-    for key, flag, old_default in (("input_norm", "--input-norm", "none"), ("pool", "--pool", "mean")):
-        was = before.get(key, old_default)  # folders older than the option ran with its old default
+    for key, flag, old_default in _NETWORK_FLAGS:
+        was = before.get(key, old_default)
         if was != opts[key]:
+            shown = ",".join(map(str, was)) if isinstance(was, list) else was
             raise SystemExit(
-                f"{out} holds runs with {flag} {was}; resume it with {flag} {was} "
+                f"{out} holds runs with {flag} {shown}; resume it with {flag} {shown} "
                 f"or write these runs to another --out folder"
             )
 
@@ -319,6 +338,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "resnet_epochs": args.resnet_epochs,
         "input_norm": p.opts["input_norm"],
         "pool": p.opts["pool"],
+        "dropout": p.opts["dropout"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -415,7 +435,7 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         "",
         f"Data: {meta['data']}, split {meta['split']}; device {results[0]['device']}; "
         f"preset {meta['preset']} with {meta['overrides']}, input norm {meta.get('input_norm', 'none')}, "
-        f"pooling {meta.get('pool', 'mean')}; "
+        f"pooling {meta.get('pool', 'mean')}, dropout (input, hidden) {meta.get('dropout', [0.2, 0.5])}; "
         f"{len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
@@ -536,6 +556,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["mean", "max"],
         default=None,
         help="the discriminator's global pooling (mean as published, the presets' default, or max)",
+    )
+    ap.add_argument(
+        "--dropout",
+        default=None,
+        metavar="INPUT,HIDDEN",
+        help="the discriminator's dropout rates (the presets': 0.2,0.5 as published)",
     )
     ap.add_argument("--max-iters-per-epoch", dest="max_iters_per_epoch", type=int, default=None)
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None)

@@ -7,6 +7,7 @@ from ml.bench import paper
 from ml.bench.cohort_npz import load_npz, save_npz
 from ml.data.cache import CohortArrays
 from ml.data.patches import PatchParams
+from ml.train import supervised as paper_models
 from ml.train.toy import toy_patches
 
 
@@ -84,8 +85,38 @@ def test_protocol_writes_results_and_resumes(tmp_path, capsys):
         paper.main([*argv, "--input-norm", "none"])
     with pytest.raises(SystemExit, match="--pool mean"):  # nor with another pooling
         paper.main([*argv, "--pool", "max"])
+    with pytest.raises(SystemExit, match="--dropout 0.2,0.5"):  # nor with other dropout rates
+        paper.main([*argv, "--dropout", "0,0"])
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 7 and {r["pool"] for r in results} == {"mean"}
+    assert all(r["dropout"] == [0.2, 0.5] for r in results)
+
+
+@pytest.mark.parametrize("bad", ["0.5", "0.2,1.0", "a,b", "0.1,0.2,0.3", "-0.1,0.5"])
+def test_dropout_flag_takes_two_rates(bad):
+    with pytest.raises(SystemExit, match="--dropout takes INPUT,HIDDEN"):
+        paper.network_options(paper.parse([f"--dropout={bad}", "--out", "o"]))
+
+
+def test_network_flags_reach_the_networks(tmp_path):
+    """--pool and --dropout are what the cells' networks are built with, and what results.json says."""
+    data = _toy_npz(tmp_path / "c.npz")
+    out = tmp_path / "run"
+    argv = ["--data", str(data), "--labeled", "2", "--samplings", "1", "--methods", "convnet"]
+    argv += ["--preset", "tiny", "--epochs", "1", "--device", "cpu", "--pool", "max", "--dropout", "0,0.25"]
+    built = []
+    real = paper_models.build_classifier
+
+    def spy(method, cfg):
+        built.append(cfg)
+        return real(method, cfg)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paper_models, "build_classifier", spy)
+        paper.main([*argv, "--out", str(out)])
+    assert [(c.pool, c.input_dropout, c.dropout) for c in built] == [("max", 0.0, 0.25)]
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["pool"] == "max" and row["dropout"] == [0.0, 0.25]
 
 
 def test_table_shows_published_numbers_at_paper_counts():
