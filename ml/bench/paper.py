@@ -529,7 +529,8 @@ def plot_curves(out: Path, results: list[dict]) -> None:
     axes[1].set_title("validation image AUC")
     for ax in axes:
         ax.set_xlabel("epoch")
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:  # a ResNet34-only folder records no validation AUC
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=80)
     plt.close(fig)

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -144,3 +145,14 @@ def test_protocol_builds_its_networks_for_the_cohorts_patch_resolution(tmp_path)
     paper.main([*argv, "--preset", "tiny", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "o")])
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert [r["model_res"] for r in results] == [64, 64]
+
+
+def test_learning_curves_of_a_folder_without_validation_curves(tmp_path):
+    """A folder of ResNet34 runs has no validation AUC history: the plot is still written, quietly."""
+    (tmp_path / "runs").mkdir()
+    history = [{"epoch": 1, "val_patch_auc": None, "val_image_auc": None}]
+    (tmp_path / "runs" / "resnet34_10_0.history.json").write_text(json.dumps(history))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paper.plot_curves(tmp_path, [{"method": "resnet34", "labeled": 10, "sampling": 0}])
+    assert (tmp_path / "learning_curves.png").stat().st_size > 1000
