@@ -6,7 +6,7 @@ Two presets matter to users: ``"full"`` is the method as published (conv-large d
 batch, caps an epoch at 20 iterations (600 in all) so that a CPU-only installation can
 retrain in a few minutes, and drops the discriminator's dropout: at 16/32 channels and 600
 iterations the published 0.2/0.5 left the patch classifier underfitted (measured on IDRiD, 10 and
-20 labeled images: patch AUC 68 -> 75-76 %, localization 74 -> 79 %, image AUC unchanged;
+20 labeled images: SSL-GAN patch AUC 68 -> 74-76 %, localization 74 -> 79 %, image AUC unchanged;
 docs/benchmarks.md (f)). ``"tiny"`` exists for tests and for building throw-away checkpoints in
 a few seconds; it is not meant to screen anything.
 Both dataclasses are plain data so that a checkpoint can carry them (``asdict`` / ``from_dict``).
