@@ -562,7 +562,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--dropout",
         default=None,
         metavar="INPUT,HIDDEN",
-        help="the discriminator's dropout rates (the presets': 0.2,0.5 as published)",
+        help="the discriminator's dropout rates (default: the preset's; 0.2,0.5 as published, 0,0 in small)",
     )
     ap.add_argument("--max-iters-per-epoch", dest="max_iters_per_epoch", type=int, default=None)
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None)
