@@ -210,8 +210,9 @@ class Prediction(Base):
     threshold: Mapped[float] = mapped_column(Float)
     diseased: Mapped[bool] = mapped_column(Boolean)
     probabilities: Mapped[list[float]] = mapped_column(JSON)  # 64 values, flat index k = row * 8 + col
-    # For a prediction on an upload that was not stored: a small metadata-free JPEG of the square
-    # 1024 image so its heatmap overlay can still be drawn (it is not added to the image library).
+    # For a prediction on an upload that was not stored: a metadata-free JPEG (the upload's own
+    # data without metadata segments, or a re-encoded square 1024 image; images.overlay_base) so
+    # its heatmap overlay can still be drawn (it is not added to the image library).
     overlay_base: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
     latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -24,6 +24,7 @@ from app.core.config import Settings
 from app.db.base import utcnow
 from app.db.models import Image as ImageRow
 from app.db.models import Prediction, User
+from app.services import jpeg
 from app.services.errors import Invalid, NotFound, TooLarge, UnsupportedMedia
 from app.services.storage import Storage
 from ml.data.io import SUPPORTED_FORMATS, ImageLoadError, load_pixels
@@ -39,6 +40,7 @@ class Probe:
     format: str
     width: int  # as displayed (EXIF orientation applied)
     height: int
+    orientation: int = 1  # EXIF orientation tag; 1 = stored as displayed
 
 
 @dataclass
@@ -121,7 +123,7 @@ def probe(data: bytes, filename: str, settings: Settings) -> Probe:
             f"{filename}: the aspect ratio {ratio:.1f}:1 is too extreme "
             f"(limit {settings.max_aspect_ratio:g}:1); a fundus photograph is roughly square."
         )
-    return Probe(format=fmt, width=width, height=height)
+    return Probe(format=fmt, width=width, height=height, orientation=orientation)
 
 
 def prepare(data: bytes, filename: str | None, settings: Settings) -> PreparedImage:
@@ -140,6 +142,28 @@ def prepare(data: bytes, filename: str | None, settings: Settings) -> PreparedIm
         grid_image=pre.rgb8,
         patches=pre.patches,
     )
+
+
+def overlay_base(item: PreparedImage) -> bytes:
+    """A metadata-free copy of an upload to draw its heatmap on later (see ``overlay_rgb``).
+
+    A JPEG no larger than the grid image and stored as displayed is kept as its own compressed
+    data without metadata segments (lossless, microseconds); anything else becomes a JPEG of
+    the square grid image (about 4 ms for 1024x1024).
+    """
+    p = item.probe
+    if p.format == "JPEG" and p.orientation == 1 and max(p.width, p.height) <= PARAMS.size:
+        stripped = jpeg.strip_metadata(item.data)
+        if stripped is not None:
+            return stripped
+    return encode_jpeg(item.grid_image, quality=85)
+
+
+def overlay_rgb(base: bytes) -> np.ndarray:
+    """The square grid image an overlay base stands for: run through the upload's preprocessing,
+    so a kept upload gives exactly the image its patches were cut from (and a re-encoded grid
+    JPEG, already square and normalised, comes back as itself up to rounding)."""
+    return preprocess_file(base, PARAMS).rgb8
 
 
 def encode_png(rgb: np.ndarray, compress_level: int = 3) -> bytes:

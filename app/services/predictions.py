@@ -8,11 +8,9 @@ audit row. Heatmaps are drawn only when their URL is fetched, not on the request
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -77,7 +75,7 @@ def prepare_for_upload(
         prepared.patches,
         upload_sha256=prepared.sha256,
         upload_filename=prepared.filename,
-        overlay_base=images.encode_jpeg(prepared.grid_image, quality=85),
+        overlay_base=images.overlay_base(prepared),
     )
 
 
@@ -122,8 +120,7 @@ def _base_image(session: Session, storage: Storage, row: Prediction) -> np.ndarr
     base = session.get(Prediction, row.id).overlay_base
     if not base:
         raise NotFound(f"Prediction {row.id} has no image to draw its heatmap on; use ?overlay=false.")
-    with PILImage.open(io.BytesIO(base)) as im:
-        return np.asarray(im.convert("RGB"))
+    return images.overlay_rgb(base)
 
 
 def heatmap_png(session: Session, storage: Storage, row: Prediction, *, overlay: bool, alpha: float) -> bytes:

@@ -87,6 +87,42 @@ def test_heatmap_png_overlay_and_bare(client, annotator, active_model, jpeg_byte
     assert client.get("/api/v1/predictions/99999/heatmap.png", headers=annotator.headers).status_code == 404
 
 
+def _exif_jpeg(orientation: int) -> bytes:
+    from ml.synth import generate
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x9286], exif[0x0112] = "SecretCam", "patient: Jane Doe", orientation
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(generate(6, size=512)[0])).save(
+        buf, format="JPEG", exif=exif, comment=b"id 1234"
+    )
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_heatmap_of_an_unstored_upload_is_drawn_on_its_own_pixels_without_its_metadata(
+    client, db, settings, annotator, active_model, orientation
+):
+    """The kept copy of an unstored upload carries no metadata, and the heatmap's base is the very
+    grid image the prediction's patches were cut from: the upload's own JPEG data (orientation 1),
+    or a re-encode of the rotated grid image (orientation 6)."""
+    from app.services import images
+
+    data = _exif_jpeg(orientation)
+    pid = _predict_file(client, annotator, data).json()["id"]
+    kept = db.get(Prediction, pid).overlay_base
+    assert not any(s in kept for s in (b"SecretCam", b"Jane Doe", b"id 1234"))
+    assert not Image.open(io.BytesIO(kept)).getexif()
+    grid = images.prepare(data, "eye.jpg", settings).grid_image
+    r = client.get(f"/api/v1/predictions/{pid}/heatmap.png?alpha=0", headers=annotator.headers)
+    base = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
+    if orientation == 1:  # lossless: exactly the grid image
+        assert len(kept) < len(data) and np.array_equal(base, grid)
+    else:  # re-encoded (JPEG error only), and upright like the grid image
+        error, turned = np.abs(base - grid).mean(), np.abs(base - np.rot90(grid)).mean()
+        assert error < 1.5 and turned > 5 * error
+
+
 @pytest.mark.parametrize(
     "body,ctype,status",
     [
