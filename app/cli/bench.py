@@ -21,6 +21,9 @@ def bench_paper(
     ),
     pool: str | None = typer.Option(None, help="discriminator's global pooling: mean (published) | max"),
     dropout: str | None = typer.Option(None, help="discriminator dropout INPUT,HIDDEN (published 0.2,0.5)"),
+    train_labels: str | None = typer.Option(
+        None, help="patches taught: lesion (from the masks, as published) | image (the grade; a diagnostic)"
+    ),
     max_iters_per_epoch: int | None = typer.Option(None, help="cap iterations per epoch"),
     eval_every: int | None = typer.Option(None, help="epochs between validation evaluations"),
     resnet_epochs: int | None = typer.Option(None, help="epoch cap of the ResNet34 baseline"),
@@ -55,6 +58,7 @@ def bench_paper(
         ("--input-norm", input_norm),
         ("--pool", pool),
         ("--dropout", dropout),
+        ("--train-labels", train_labels),
         ("--max-iters-per-epoch", max_iters_per_epoch),
         ("--eval-every", eval_every),
         ("--resnet-epochs", resnet_epochs),

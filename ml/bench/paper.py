@@ -86,11 +86,20 @@ def split(arrays: Any, seed: int) -> tuple[list[str], list[str], list[str]]:
     return s.train, s.val, s.test
 
 
-def train_data(arrays: Any, train_ids: list[str], labeled_ids: list[str], val_ids: list[str]):
+def train_data(
+    arrays: Any, train_ids: list[str], labeled_ids: list[str], val_ids: list[str], rule: str = "lesion"
+):
+    """The training set of one cell. ``rule`` says what a labeled image's patches are taught:
+    ``lesion``, the method's rule (diseased where the lesion masks touch the patch), or ``image``,
+    the image's grade on all 64 patches (weak labels: a diagnostic of what image-level appearance
+    alone gives; validation and test keep the lesion labels)."""
     from ml.train.loop import TrainData
 
     tr, va = arrays.select(train_ids), arrays.select(val_ids)
-    labels = tr.patch_labels.copy()
+    if rule == "image":
+        labels = np.repeat(tr.image_labels.astype(np.int8)[:, None], tr.patch_labels.shape[1], axis=1)
+    else:
+        labels = tr.patch_labels.copy()
     keep = np.isin(np.array(train_ids), np.array(labeled_ids))
     labels[~keep] = -1
     return TrainData(
@@ -130,7 +139,7 @@ def run_cell(
     subset = sample_labeled(train_ids, n, opts["samplings"], seed=opts["split_seed"], labels=labels)[
         cell.sampling
     ]
-    data = train_data(arrays, train_ids, subset.labeled, val_ids)
+    data = train_data(arrays, train_ids, subset.labeled, val_ids, opts["train_labels"])
     model_cfg, cfg = preset(opts["preset"], **opts["overrides"], seed=1000 * cell.sampling + cell.labeled)
     model_cfg = replace(
         model_cfg,
@@ -198,6 +207,7 @@ def run_cell(
         "input_norm": model_cfg.input_norm,
         "pool": model_cfg.pool,
         "dropout": [model_cfg.input_dropout, model_cfg.dropout],
+        "train_labels": opts["train_labels"],
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "wall_s": round(wall, 1),
@@ -287,7 +297,12 @@ def network_options(args: argparse.Namespace) -> dict[str, Any]:
 
     m = preset(args.preset)[0]
     dropout = _dropout_pair(args.dropout) if args.dropout else [m.input_dropout, m.dropout]
-    return {"input_norm": args.input_norm or m.input_norm, "pool": args.pool or m.pool, "dropout": dropout}
+    return {
+        "input_norm": args.input_norm or m.input_norm,
+        "pool": args.pool or m.pool,
+        "dropout": dropout,
+        "train_labels": args.train_labels,
+    }
 
 
 def _dropout_pair(text: str) -> list[float]:
@@ -305,6 +320,7 @@ _NETWORK_FLAGS = (
     ("input_norm", "--input-norm", "none"),
     ("pool", "--pool", "mean"),
     ("dropout", "--dropout", [0.2, 0.5]),
+    ("train_labels", "--train-labels", "lesion"),
 )
 
 
@@ -339,6 +355,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "input_norm": p.opts["input_norm"],
         "pool": p.opts["pool"],
         "dropout": p.opts["dropout"],
+        "train_labels": p.opts["train_labels"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -563,6 +580,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="INPUT,HIDDEN",
         help="the discriminator's dropout rates (default: the preset's; 0.2,0.5 as published, 0,0 in small)",
+    )
+    ap.add_argument(
+        "--train-labels",
+        dest="train_labels",
+        choices=["lesion", "image"],
+        default="lesion",
+        help="what labeled images' patches are taught: lesion (the method's rule, from the masks) or "
+        "image (the image's grade on every patch; a diagnostic, evaluation is unchanged)",
     )
     ap.add_argument("--max-iters-per-epoch", dest="max_iters_per_epoch", type=int, default=None)
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None)

@@ -90,10 +90,11 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     seen: list[list[str]] = []
     monkeypatch.setattr(paper, "main", seen.append)
     args = ["bench", "paper", "--data", "x.npz", "--input-norm", "none", "--pool", "max"]
-    result = runner.invoke(cli, [*args, "--dropout", "0,0.1", "--out", "o"])
+    result = runner.invoke(cli, [*args, "--dropout", "0,0.1", "--train-labels", "image", "--out", "o"])
     assert result.exit_code == 0, result.output
     argv = seen[0]
     assert argv[argv.index("--input-norm") + 1] == "none" and argv[argv.index("--dropout") + 1] == "0,0.1"
     parsed = paper.parse(argv)  # every option the wrapper writes is one the protocol reads
     assert parsed.input_norm == "none" and parsed.data == "x.npz" and parsed.out == "o"
     assert parsed.pool == "max" and paper.network_options(parsed)["dropout"] == [0.0, 0.1]
+    assert paper.network_options(parsed)["train_labels"] == "image"

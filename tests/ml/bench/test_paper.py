@@ -88,8 +88,11 @@ def test_protocol_writes_results_and_resumes(tmp_path, capsys):
         paper.main([*argv, "--pool", "max"])
     with pytest.raises(SystemExit, match="--dropout 0.2,0.5"):  # nor with other dropout rates
         paper.main([*argv, "--dropout", "0,0"])
+    with pytest.raises(SystemExit, match="--train-labels lesion"):  # nor with other training labels
+        paper.main([*argv, "--train-labels", "image"])
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 7 and {r["pool"] for r in results} == {"mean"}
+    assert {r["train_labels"] for r in results} == {"lesion"}
     assert all(r["dropout"] == [0.2, 0.5] for r in results)
 
 
@@ -118,6 +121,47 @@ def test_network_flags_reach_the_networks(tmp_path):
     assert [(c.pool, c.input_dropout, c.dropout) for c in built] == [("max", 0.0, 0.25)]
     (row,) = json.loads((out / "results.json").read_text())
     assert row["pool"] == "max" and row["dropout"] == [0.0, 0.25]
+
+
+def test_image_training_labels_put_the_grade_on_every_patch_of_labeled_images(tmp_path):
+    arrays = load_npz(_toy_npz(tmp_path / "c.npz"))
+    train_ids, val_ids = arrays.ids[:12], arrays.ids[12:16]
+    labeled = [train_ids[i] for i in (0, 3, 5, 6)]
+    lesion = paper.train_data(arrays, train_ids, labeled, val_ids)
+    image = paper.train_data(arrays, train_ids, labeled, val_ids, "image")
+    grades = arrays.image_labels[:12]
+    assert len(set(grades[[0, 3, 5, 6]])) == 2  # the toy set labels both kinds of image here
+    for i in range(12):
+        if train_ids[i] in labeled:
+            assert (image.patch_labels[i] == grades[i]).all()
+            assert np.array_equal(lesion.patch_labels[i], arrays.patch_labels[i])
+        else:
+            assert (image.patch_labels[i] == -1).all() and (lesion.patch_labels[i] == -1).all()
+    assert (image.patch_labels[[0, 3, 5, 6]] != lesion.patch_labels[[0, 3, 5, 6]]).any()
+    assert np.array_equal(image.val_patch_labels, lesion.val_patch_labels)  # evaluation is unchanged
+
+
+def test_train_labels_flag_reaches_the_training_data(tmp_path):
+    data = _toy_npz(tmp_path / "c.npz")
+    out = tmp_path / "run"
+    argv = ["--data", str(data), "--labeled", "4", "--samplings", "1", "--methods", "convnet"]
+    argv += ["--preset", "tiny", "--epochs", "1", "--device", "cpu", "--train-labels", "image"]
+    seen = []
+    real = paper_models.train
+
+    def spy(data, *a, **k):
+        seen.append(data.patch_labels.copy())
+        return real(data, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paper_models, "train", spy)
+        paper.main([*argv, "--out", str(out)])
+    (labels,) = seen
+    taught = labels[(labels >= 0).all(1)]
+    assert len(taught) == 4 and all(len(set(row)) == 1 for row in taught)  # one grade per image
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["train_labels"] == "image"
+    assert json.loads((out / "meta.json").read_text())["train_labels"] == "image"
 
 
 def test_table_shows_published_numbers_at_paper_counts():
