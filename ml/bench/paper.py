@@ -452,8 +452,8 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         "",
         f"Data: {meta['data']}, split {meta['split']}; device {results[0]['device']}; "
         f"preset {meta['preset']} with {meta['overrides']}, input norm {meta.get('input_norm', 'none')}, "
-        f"pooling {meta.get('pool', 'mean')}, dropout (input, hidden) {meta.get('dropout', [0.2, 0.5])}; "
-        f"{len(results)} runs, "
+        f"pooling {meta.get('pool', 'mean')}, dropout (input, hidden) {meta.get('dropout', [0.2, 0.5])}, "
+        f"training patch labels {meta.get('train_labels', 'lesion')}; {len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
         "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",

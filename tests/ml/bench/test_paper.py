@@ -162,6 +162,7 @@ def test_train_labels_flag_reaches_the_training_data(tmp_path):
     (row,) = json.loads((out / "results.json").read_text())
     assert row["train_labels"] == "image"
     assert json.loads((out / "meta.json").read_text())["train_labels"] == "image"
+    assert "training patch labels image" in (out / "table.md").read_text()
 
 
 def test_table_shows_published_numbers_at_paper_counts():
