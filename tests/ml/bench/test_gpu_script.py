@@ -34,9 +34,28 @@ def test_gpu_script_writes_speed_and_both_waves_into_out(tmp_path):
         "BUDGET_S": "400",
         "SPEED_ARGS": "--iters 1 --warmup 1 --compile-mode none --device cpu --no-bf16",
     }
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu-benchmarks")], cwd=ROOT, env=env, capture_output=True, text=True
+    # Another job's worker on the same host: the script must not touch it (it once ran
+    # `pkill -f multiprocessing.spawn`, which killed every such process on the machine).
+    bystander = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(900)",
+            "multiprocessing.spawn",
+            "--multiprocessing-fork",
+        ]
     )
+    try:
+        proc = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "gpu-benchmarks")],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert bystander.poll() is None, "the script killed a process that was not its own"
+    finally:
+        bystander.kill()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     speed = json.loads((out / "train-speed.json").read_text())
     assert speed["preset"] == "tiny" and speed["naive_ms"] > 0
