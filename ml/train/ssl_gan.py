@@ -86,10 +86,15 @@ class SSLGANStep:
         gen: torch.Generator | None = None,
         fused: bool = False,
         amp_dtype: torch.dtype | None = None,
+        capturable: bool = False,
     ) -> None:
         self.d, self.g, self.cfg, self.device, self.gen = d, g, cfg, device, gen
         self.amp_dtype = amp_dtype  # bf16 autocast of the forward passes (benchmarked, off by default)
+        # capturable: the whole step may be recorded as one CUDA graph (ml.bench.train_speed), so
+        # Adam keeps its step count on the device and autocast must not cache casted weights.
+        self.capturable = capturable
         kw = {"fused": True} if fused else {}
+        kw |= {"capturable": True} if capturable else {}
         self.opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), **kw)
         self.opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), **kw)
 
@@ -108,7 +113,10 @@ class SSLGANStep:
         """Inputs are uint8 batches on the device; returns the losses as (unsynced) tensors."""
         d, g, bs = self.d, self.g, x_unl.shape[0]
         amp = torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None
+            self.device.type,
+            dtype=self.amp_dtype or torch.bfloat16,
+            enabled=self.amp_dtype is not None,
+            cache_enabled=not self.capturable,
         )
         # Discriminator step: one forward over [labeled | unlabeled | generated] (D has no batch norm).
         with torch.no_grad(), amp:

@@ -13,3 +13,6 @@ def test_speed_result_shape_on_cpu():
     assert {"device", "naive_ms", "optimized_ms", "ratio", "tflops"} <= set(r)
     assert r["naive_ms"] > 0 and r["optimized_ms"] > 0
     assert abs(r["ratio"] - r["naive_ms"] / r["optimized_ms"]) <= 0.01 + 0.01 * r["ratio"]
+    # The whole-iteration CUDA graph is a GPU-only variant: said so, and not the reported one here.
+    assert r["optimized_variant"] == "compiled" and r["optimized_ms"] == r["variants_ms"]["compiled"]
+    assert "need a GPU" in r["variants_ms"]["whole_graph"]
