@@ -325,7 +325,7 @@ _NETWORK_FLAGS = (
 
 
 def _check_same_network(out: Path, opts: dict[str, Any]) -> None:
-    """A folder's cells must share one network setting: refuse to resume it with another."""
+    """A folder's cells share one network and training-label setting: refuse to resume with another."""
     meta = out / "meta.json"
     if not meta.exists():
         return
