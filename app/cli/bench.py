@@ -75,6 +75,8 @@ def bench_train_speed(
     iters: int = typer.Option(50),
     no_bf16: bool = typer.Option(False, "--no-bf16"),
     compile_mode: str = typer.Option("auto", help='"auto", "none" or a torch.compile mode'),
+    budget_s: float | None = typer.Option(None, help="start no further variant after this many seconds"),
+    profile: bool = typer.Option(False, "--profile", help="print the heaviest GPU kernels (stderr)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """One SSL-GAN iteration: naive eager vs optimized step, ratio and achieved TFLOP/s."""
@@ -82,6 +84,8 @@ def bench_train_speed(
 
     argv = ["--preset", preset, "--device", device, "--iters", str(iters), "--compile-mode", compile_mode]
     argv += ["--no-bf16"] if no_bf16 else []
+    argv += ["--budget-s", str(budget_s)] if budget_s is not None else []
+    argv += ["--profile"] if profile else []
     argv += ["--json"] if json_out else []
     train_speed.main(argv)
 

@@ -98,3 +98,16 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     assert parsed.input_norm == "none" and parsed.data == "x.npz" and parsed.out == "o"
     assert parsed.pool == "max" and paper.network_options(parsed)["dropout"] == [0.0, 0.1]
     assert paper.network_options(parsed)["train_labels"] == "image"
+
+
+def test_bench_train_speed_passes_the_budget_and_profile_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ml.bench import train_speed
+
+    seen: list[tuple] = []
+    monkeypatch.setattr(train_speed, "run", lambda *a: seen.append(a) or {"device": "x"})
+    args = ["bench", "train-speed", "--preset", "tiny", "--device", "cpu", "--budget-s", "45", "--profile"]
+    result = runner.invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    preset, device, iters, warmup, bf16, mode, budget_s, profile = seen[0]
+    assert (preset, device, budget_s, profile) == ("tiny", "cpu", 45.0, True)
+    assert json.loads(result.output) == {"device": "x"}
