@@ -278,9 +278,9 @@ def plan(args: argparse.Namespace) -> Plan:
         "out": str(out),
         "data_desc": desc,
         "resnet_epochs": args.resnet_epochs,
-        **network_options(args),
+        **folder_options(args),
     }
-    _check_same_network(out, opts)
+    _check_same_folder_options(out, opts)
     results = load_results(out)
     done = {(r["method"], r["labeled"], r["sampling"]) for r in results}
     todo = [
@@ -291,8 +291,9 @@ def plan(args: argparse.Namespace) -> Plan:
     return Plan(out, arrays, desc, ids, overrides, opts, results, done, todo)
 
 
-def network_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The network settings every cell of a folder shares: the flags, else the preset's defaults."""
+def folder_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What every cell of a folder shares (the network's input, pooling and dropout, and the
+    training-label rule): the flags, else the preset's defaults."""
     from ml.train.config import preset
 
     m = preset(args.preset)[0]
@@ -316,7 +317,7 @@ def _dropout_pair(text: str) -> list[float]:
 
 
 # (key, flag, what folders written before the option existed ran with)
-_NETWORK_FLAGS = (
+_FOLDER_FLAGS = (
     ("input_norm", "--input-norm", "none"),
     ("pool", "--pool", "mean"),
     ("dropout", "--dropout", [0.2, 0.5]),
@@ -324,13 +325,13 @@ _NETWORK_FLAGS = (
 )
 
 
-def _check_same_network(out: Path, opts: dict[str, Any]) -> None:
+def _check_same_folder_options(out: Path, opts: dict[str, Any]) -> None:
     """A folder's cells share one network and training-label setting: refuse to resume with another."""
     meta = out / "meta.json"
     if not meta.exists():
         return
     before = json.loads(meta.read_text())
-    for key, flag, old_default in _NETWORK_FLAGS:
+    for key, flag, old_default in _FOLDER_FLAGS:
         was = before.get(key, old_default)
         if was != opts[key]:
             shown = ",".join(map(str, was)) if isinstance(was, list) else was

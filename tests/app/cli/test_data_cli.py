@@ -96,8 +96,8 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     assert argv[argv.index("--input-norm") + 1] == "none" and argv[argv.index("--dropout") + 1] == "0,0.1"
     parsed = paper.parse(argv)  # every option the wrapper writes is one the protocol reads
     assert parsed.input_norm == "none" and parsed.data == "x.npz" and parsed.out == "o"
-    assert parsed.pool == "max" and paper.network_options(parsed)["dropout"] == [0.0, 0.1]
-    assert paper.network_options(parsed)["train_labels"] == "image"
+    assert parsed.pool == "max" and paper.folder_options(parsed)["dropout"] == [0.0, 0.1]
+    assert paper.folder_options(parsed)["train_labels"] == "image"
 
 
 def test_bench_train_speed_passes_the_budget_and_profile_through(monkeypatch: pytest.MonkeyPatch) -> None:

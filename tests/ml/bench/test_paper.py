@@ -99,7 +99,7 @@ def test_protocol_writes_results_and_resumes(tmp_path, capsys):
 @pytest.mark.parametrize("bad", ["0.5", "0.2,1.0", "a,b", "0.1,0.2,0.3", "-0.1,0.5"])
 def test_dropout_flag_takes_two_rates(bad):
     with pytest.raises(SystemExit, match="--dropout takes INPUT,HIDDEN"):
-        paper.network_options(paper.parse([f"--dropout={bad}", "--out", "o"]))
+        paper.folder_options(paper.parse([f"--dropout={bad}", "--out", "o"]))
 
 
 def test_network_flags_reach_the_networks(tmp_path):
