@@ -24,6 +24,9 @@ def bench_paper(
     train_labels: str | None = typer.Option(
         None, help="patches taught: lesion (from the masks, as published) | image (the grade; a diagnostic)"
     ),
+    precision: str | None = typer.Option(
+        None, help="training forward passes: fp32 (the method's) | bf16 (autocast; for the paired check)"
+    ),
     max_iters_per_epoch: int | None = typer.Option(None, help="cap iterations per epoch"),
     eval_every: int | None = typer.Option(None, help="epochs between validation evaluations"),
     resnet_epochs: int | None = typer.Option(None, help="epoch cap of the ResNet34 baseline"),
@@ -59,6 +62,7 @@ def bench_paper(
         ("--pool", pool),
         ("--dropout", dropout),
         ("--train-labels", train_labels),
+        ("--precision", precision),
         ("--max-iters-per-epoch", max_iters_per_epoch),
         ("--eval-every", eval_every),
         ("--resnet-epochs", resnet_epochs),

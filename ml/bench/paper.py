@@ -149,6 +149,7 @@ def run_cell(
         dropout=opts["dropout"][1],
         model_res=arrays.params.model_res,
     )
+    cfg = replace(cfg, precision=opts["precision"])
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
     dev = resolve_device(opts["device"])
@@ -208,6 +209,7 @@ def run_cell(
         "pool": model_cfg.pool,
         "dropout": [model_cfg.input_dropout, model_cfg.dropout],
         "train_labels": opts["train_labels"],
+        "precision": cfg.precision,
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "wall_s": round(wall, 1),
@@ -303,6 +305,7 @@ def folder_options(args: argparse.Namespace) -> dict[str, Any]:
         "pool": args.pool or m.pool,
         "dropout": dropout,
         "train_labels": args.train_labels,
+        "precision": args.precision,
     }
 
 
@@ -322,6 +325,7 @@ _FOLDER_FLAGS = (
     ("pool", "--pool", "mean"),
     ("dropout", "--dropout", [0.2, 0.5]),
     ("train_labels", "--train-labels", "lesion"),
+    ("precision", "--precision", "fp32"),
 )
 
 
@@ -357,6 +361,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "pool": p.opts["pool"],
         "dropout": p.opts["dropout"],
         "train_labels": p.opts["train_labels"],
+        "precision": p.opts["precision"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -454,7 +459,8 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         f"Data: {meta['data']}, split {meta['split']}; device {results[0]['device']}; "
         f"preset {meta['preset']} with {meta['overrides']}, input norm {meta.get('input_norm', 'none')}, "
         f"pooling {meta.get('pool', 'mean')}, dropout (input, hidden) {meta.get('dropout', [0.2, 0.5])}, "
-        f"training patch labels {meta.get('train_labels', 'lesion')}; {len(results)} runs, "
+        f"training patch labels {meta.get('train_labels', 'lesion')}, "
+        f"training precision {meta.get('precision', 'fp32')}; {len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
         "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",
@@ -589,6 +595,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default="lesion",
         help="what labeled images' patches are taught: lesion (the method's rule, from the masks) or "
         "image (the image's grade on every patch; a diagnostic, evaluation is unchanged)",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="training forward passes in fp32 (the method's) or under bf16 autocast, for the paired "
+        "comparison that must show the AUC holds before mixed precision is used",
     )
     ap.add_argument("--max-iters-per-epoch", dest="max_iters_per_epoch", type=int, default=None)
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None)

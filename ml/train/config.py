@@ -19,6 +19,7 @@ from typing import Any
 
 INPUT_NORMS = ("image", "none")
 POOLS = ("mean", "max")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,15 @@ class TrainConfig:
     patience: int = 20
     plateau_patience: int = 10
     weight_decay: float = 0.0
+    # bf16 autocast of the training forward passes (evaluation and prediction stay fp32): what the
+    # fast GPU step of docs/benchmarks.md "Training speed" runs in. The method allows mixed
+    # precision only where a paired protocol run shows the AUC holds, so fp32 is every preset's
+    # setting and bf16 exists for that comparison (`ml.bench.paper --precision`).
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))

@@ -210,6 +210,16 @@ def data_dependent_init(model: nn.Module, run: Callable[[], Any]) -> None:
     model.train(was_training)
 
 
+def amp_dtype(cfg: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype of the training forward passes, None for plain fp32."""
+    return torch.bfloat16 if cfg.precision == "bf16" else None
+
+
+def autocast(dev: torch.device, cfg: TrainConfig) -> torch.autocast:
+    """Autocast for a training forward pass: on with ``cfg.precision`` bf16, a no-op for fp32."""
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
 def to_model_input(x: torch.Tensor) -> torch.Tensor:
     """uint8 patches -> float in [-1, 1] (the generator's tanh range)."""
     return x.float() / 127.5 - 1.0

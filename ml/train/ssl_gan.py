@@ -30,6 +30,7 @@ from ml.train.loop import (
     TrainData,
     TrainingCancelled,
     TrainResult,
+    amp_dtype,
     data_dependent_init,
     epoch_indices,
     evaluate,
@@ -201,7 +202,7 @@ def train(
     x_unl = torch.from_numpy(x_unl_np).to(dev)
     init_networks(d, g, x_unl, host_gen, dev)
     ema = EMA(d, cfg.ema_decay)
-    step = SSLGANStep(d, g, cfg, dev, dev_gen, fused=dev.type == "cuda")
+    step = SSLGANStep(d, g, cfg, dev, dev_gen, fused=dev.type == "cuda", amp_dtype=amp_dtype(cfg))
     ipe = iters_per_epoch(len(x_unl_np), cfg)
     total = cfg.epochs * ipe
     bs = cfg.batch_size

@@ -31,6 +31,7 @@ from ml.train.loop import (
     TrainData,
     TrainingCancelled,
     TrainResult,
+    autocast,
     data_dependent_init,
     epoch_indices,
     evaluate,
@@ -124,7 +125,9 @@ def _train_convnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_pr
             idx = il[b * bs : (b + 1) * bs]
             x = to_model_input(x_lab[idx])
             x = pad_crop_flip(x, cfg.crop_pad, dev_gen) if cfg.augment else x
-            loss = supervised_loss(model(x)[0], y_lab[idx])
+            with autocast(dev, cfg):
+                logits = model(x)[0]
+            loss = supervised_loss(logits.float(), y_lab[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -170,8 +173,12 @@ def _train_resnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_pro
             idx = order[b * bs : (b + 1) * bs]
             x = to_model_input(x_lab[idx])
             x = affine_flip(x, 0.3, dev_gen) if cfg.augment else x
-            logit = model(x)[0][:, 0]
-            loss = F.binary_cross_entropy_with_logits(logit, y_lab[idx].float(), pos_weight=pos_weight)
+            with autocast(dev, cfg):
+                logit = model(x)[0][:, 0]
+            # The loss in fp32 whatever precision the forward pass ran in.
+            loss = F.binary_cross_entropy_with_logits(
+                logit.float(), y_lab[idx].float(), pos_weight=pos_weight
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

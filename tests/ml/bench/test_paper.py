@@ -90,9 +90,13 @@ def test_protocol_writes_results_and_resumes(tmp_path, capsys):
         paper.main([*argv, "--dropout", "0,0"])
     with pytest.raises(SystemExit, match="--train-labels lesion"):  # nor with other training labels
         paper.main([*argv, "--train-labels", "image"])
+    with pytest.raises(SystemExit, match="--precision fp32"):  # nor in another training precision
+        paper.main([*argv, "--precision", "bf16"])
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 7 and {r["pool"] for r in results} == {"mean"}
-    assert {r["train_labels"] for r in results} == {"lesion"}
+    assert {r["train_labels"] for r in results} == {"lesion"} and {r["precision"] for r in results} == {
+        "fp32"
+    }
     assert all(r["dropout"] == [0.2, 0.5] for r in results)
 
 
@@ -201,3 +205,25 @@ def test_learning_curves_of_a_folder_without_validation_curves(tmp_path):
         warnings.simplefilter("error")
         paper.plot_curves(tmp_path, [{"method": "resnet34", "labeled": 10, "sampling": 0}])
     assert (tmp_path / "learning_curves.png").stat().st_size > 1000
+
+
+def test_precision_flag_reaches_the_training_config(tmp_path):
+    data = _toy_npz(tmp_path / "c.npz")
+    out = tmp_path / "run"
+    argv = ["--data", str(data), "--labeled", "4", "--samplings", "1", "--methods", "convnet"]
+    argv += ["--preset", "tiny", "--epochs", "1", "--device", "cpu", "--precision", "bf16"]
+    seen = []
+    real = paper_models.train
+
+    def spy(data, cfg, *a, **k):
+        seen.append(cfg.precision)
+        return real(data, cfg, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paper_models, "train", spy)
+        paper.main([*argv, "--out", str(out)])
+    assert seen == ["bf16"]
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["precision"] == "bf16"
+    assert json.loads((out / "meta.json").read_text())["precision"] == "bf16"
+    assert "training precision bf16" in (out / "table.md").read_text()
