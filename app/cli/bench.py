@@ -27,6 +27,7 @@ def bench_paper(
     precision: str | None = typer.Option(
         None, help="training forward passes: fp32 (the method's) | bf16 (autocast; for the paired check)"
     ),
+    step: str | None = typer.Option(None, help="SSL-GAN iteration: eager | graph (CUDA graphs, for speed)"),
     max_iters_per_epoch: int | None = typer.Option(None, help="cap iterations per epoch"),
     eval_every: int | None = typer.Option(None, help="epochs between validation evaluations"),
     resnet_epochs: int | None = typer.Option(None, help="epoch cap of the ResNet34 baseline"),
@@ -63,6 +64,7 @@ def bench_paper(
         ("--dropout", dropout),
         ("--train-labels", train_labels),
         ("--precision", precision),
+        ("--step", step),
         ("--max-iters-per-epoch", max_iters_per_epoch),
         ("--eval-every", eval_every),
         ("--resnet-epochs", resnet_epochs),

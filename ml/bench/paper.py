@@ -210,6 +210,7 @@ def run_cell(
         "dropout": [model_cfg.input_dropout, model_cfg.dropout],
         "train_labels": opts["train_labels"],
         "precision": cfg.precision,
+        "step": cfg.step if cell.method == "ssl-gan" else "eager",  # the baselines always run eagerly
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "wall_s": round(wall, 1),
@@ -267,7 +268,7 @@ def plan(args: argparse.Namespace) -> Plan:
     labeled = [n_train if x in ("all", str(n_train)) else int(x) for x in args.labeled.split(",")]
     overrides = {
         key: getattr(args, key)
-        for key in ("epochs", "max_iters_per_epoch", "batch_size", "eval_every")
+        for key in ("epochs", "max_iters_per_epoch", "batch_size", "eval_every", "step")
         if getattr(args, key) is not None
     }
     opts = {
@@ -602,6 +603,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default="fp32",
         help="training forward passes in fp32 (the method's) or under bf16 autocast, for the paired "
         "comparison that must show the AUC holds before mixed precision is used",
+    )
+    ap.add_argument(
+        "--step",
+        choices=["eager", "graph"],
+        default=None,
+        help="the SSL-GAN's iteration: eager (default) or graph (CUDA: compiled and replayed as one "
+        "CUDA graph; same arithmetic, for speed)",
     )
     ap.add_argument("--max-iters-per-epoch", dest="max_iters_per_epoch", type=int, default=None)
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None)

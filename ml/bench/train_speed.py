@@ -9,10 +9,11 @@ the optimized step adds channels_last, fused Adam and, unless ``--no-bf16``, bf1
 up to three variants, and the fastest is reported:
 
 - ``whole_graph`` (CUDA only): the entire iteration (augmentation, all passes, losses, both Adam
-  steps) captured once as one CUDA graph and replayed, so no Python and no per-kernel launch is
-  left in the loop;
-- ``whole_graph_compiled`` (CUDA only): the same capture over networks compiled by
-  ``torch.compile`` without its own CUDA graphs, so the capture also replays fused kernels;
+  steps) captured once as one CUDA graph and replayed (``ml.train.ssl_gan.GraphedStep``), so no
+  Python and no per-kernel launch is left in the loop;
+- ``whole_graph_compiled`` (CUDA only): the trainer's own ``step="graph"`` (``make_step``): the
+  same capture over networks compiled by ``torch.compile`` without its own CUDA graphs, so the
+  capture also replays fused kernels;
 - ``compiled``: the networks under ``torch.compile`` (on CUDA mode "reduce-overhead", i.e. CUDA
   graphs of each network's passes, with Python between them).
 
@@ -39,9 +40,20 @@ from ml.models.discriminator import Discriminator
 from ml.models.generator import Generator
 from ml.train.config import preset
 from ml.train.loop import init_weights, resolve_device
-from ml.train.ssl_gan import SSLGANStep
+from ml.train.ssl_gan import GraphedStep, SSLGANStep, make_step
 
 PUBLISHED_GFLOP_FULL = 763.0  # per iteration, full model (the issue's figure, checked below)
+
+
+def networks(preset_name: str, device: torch.device, **train_overrides: Any):
+    """The preset's configs (batch 100, augmentation on), its D and G with seeded weights, and a
+    device generator of their own, as the trainer has."""
+    model_cfg, cfg = preset(preset_name, batch_size=100, augment=True, **train_overrides)
+    torch.manual_seed(0)
+    d, g = Discriminator(model_cfg).to(device), Generator(model_cfg).to(device)
+    init_weights(d)
+    init_weights(g)
+    return cfg, d, g, torch.Generator(device=device).manual_seed(1)
 
 
 def build(
@@ -52,11 +64,7 @@ def build(
     compile_mode: str | None,
     capturable: bool = False,
 ):
-    model_cfg, cfg = preset(preset_name, batch_size=100, augment=True)
-    torch.manual_seed(0)
-    d, g = Discriminator(model_cfg).to(device), Generator(model_cfg).to(device)
-    init_weights(d)
-    init_weights(g)
+    cfg, d, g, gen = networks(preset_name, device)
     if optimized:
         d = d.to(memory_format=torch.channels_last)
         g = g.to(memory_format=torch.channels_last)
@@ -65,7 +73,7 @@ def build(
             g = torch.compile(g, mode=compile_mode)
     amp = torch.bfloat16 if (optimized and bf16) else None
     fused = optimized and device.type == "cuda"
-    return SSLGANStep(d, g, cfg, device, fused=fused, amp_dtype=amp, capturable=capturable)
+    return SSLGANStep(d, g, cfg, device, gen, fused=fused, amp_dtype=amp, capturable=capturable)
 
 
 def batches(device: torch.device, n: int = 100, res: int = 32) -> tuple[torch.Tensor, ...]:
@@ -88,7 +96,7 @@ def count_gflop(preset_name: str, device: torch.device | None = None) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def time_step(step: SSLGANStep, device: torch.device, iters: int, warmup: int) -> float:
+def time_step(step: SSLGANStep | GraphedStep, device: torch.device, iters: int, warmup: int) -> float:
     args = batches(device)
     mark = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
     for _ in range(warmup):
@@ -104,33 +112,6 @@ def time_step(step: SSLGANStep, device: torch.device, iters: int, warmup: int) -
     float(losses["g_fm"])  # one sync at the end, not per iteration
     _sync(device)
     return (time.perf_counter() - t0) / iters * 1000.0
-
-
-def whole_graph(step: SSLGANStep, args: tuple[torch.Tensor, ...], warmup: int = 3):
-    """``step`` recorded once as a CUDA graph over static copies of ``args``; returns a callable
-    that copies new inputs in and replays it (the graph's outputs are overwritten each replay).
-
-    The warm-up runs on a side stream, as CUDA graph capture requires, and also creates Adam's
-    state before capture, so the captured step allocates nothing new on replay."""
-    static = tuple(a.clone() for a in args)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            step(*static)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = step(*static)
-
-    def replay(*inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        for dst, src in zip(static, inputs, strict=True):
-            if dst.data_ptr() != src.data_ptr():
-                dst.copy_(src)
-        graph.replay()
-        return out
-
-    return replay
 
 
 def _sync(device: torch.device) -> None:
@@ -156,10 +137,12 @@ def time_variant(
         return time_step(build(preset_name, dev, True, bf16, compile_mode), dev, iters, warmup)
     if dev.type != "cuda":
         raise RuntimeError("not available (CUDA graphs need a GPU)")
-    # Inductor without its own CUDA graphs: the outer capture records its fused kernels.
-    inner = "default" if variant == "whole_graph_compiled" else None
-    step = build(preset_name, dev, True, bf16, inner, capturable=True)
-    return time_step(whole_graph(step, batches(dev)), dev, iters, warmup)
+    if variant == "whole_graph_compiled":  # exactly the trainer's step="graph"
+        cfg, d, g, gen = networks(preset_name, dev, step="graph", precision="bf16" if bf16 else "fp32")
+        step = make_step(d, g, cfg, dev, gen)
+    else:  # the same capture over the eager networks
+        step = GraphedStep(build(preset_name, dev, True, bf16, None, capturable=True))
+    return time_step(step, dev, iters, max(warmup, step.warmup + 1))  # capture is not timed
 
 
 def profile_step(preset_name: str, dev: torch.device, bf16: bool, iters: int = 5, rows: int = 20) -> float:

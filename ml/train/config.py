@@ -20,6 +20,7 @@ from typing import Any
 INPUT_NORMS = ("image", "none")
 POOLS = ("mean", "max")
 PRECISIONS = ("fp32", "bf16")
+STEPS = ("eager", "graph")
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,16 @@ class TrainConfig:
     # precision only where a paired protocol run shows the AUC holds, so fp32 is every preset's
     # setting and bf16 exists for that comparison (`ml.bench.paper --precision`).
     precision: str = "fp32"
+    # How the SSL-GAN's iteration runs: "eager" (plain PyTorch, any device) or "graph" (CUDA only:
+    # channels_last, inductor-compiled networks, the whole iteration replayed as one CUDA graph;
+    # ml.train.ssl_gan.GraphedStep). Same arithmetic, fewer launches; the baselines stay eager.
+    step: str = "eager"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.step not in STEPS:
+            raise ValueError(f"unknown step {self.step!r}; choose one of {', '.join(STEPS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))

@@ -96,13 +96,20 @@ class SSLGANStep:
         self.capturable = capturable
         kw = {"fused": True} if fused else {}
         kw |= {"capturable": True} if capturable else {}
-        self.opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), **kw)
-        self.opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), **kw)
+
+        def lr() -> float | torch.Tensor:  # a captured step reads its learning rate from the device
+            return torch.tensor(cfg.lr, device=device) if capturable else cfg.lr
+
+        self.opt_d = torch.optim.Adam(d.parameters(), lr=lr(), betas=(cfg.beta1, 0.999), **kw)
+        self.opt_g = torch.optim.Adam(g.parameters(), lr=lr(), betas=(cfg.beta1, 0.999), **kw)
 
     def set_lr(self, factor: float) -> None:
         for opt in (self.opt_d, self.opt_g):
             for group in opt.param_groups:
-                group["lr"] = self.cfg.lr * factor
+                if isinstance(group["lr"], torch.Tensor):
+                    group["lr"].fill_(self.cfg.lr * factor)  # in place: a replayed graph sees it
+                else:
+                    group["lr"] = self.cfg.lr * factor
 
     def _aug(self, x: torch.Tensor) -> torch.Tensor:
         x = to_model_input(x)
@@ -154,6 +161,69 @@ class SSLGANStep:
         }
 
 
+class GraphedStep:
+    """An ``SSLGANStep`` (built ``capturable=True``) run as one CUDA graph: the first ``warmup``
+    calls run eagerly on a side stream (compiling, cuDNN autotuning, Adam's state), the next one
+    records the whole iteration and every later one copies its batches into the recorded inputs
+    and replays it. Each call is still exactly one training iteration on its own batches; the
+    returned losses are the graph's output tensors, overwritten by the next call.
+    """
+
+    def __init__(self, step: SSLGANStep, warmup: int = 3) -> None:
+        if not step.capturable or step.device.type != "cuda":
+            raise ValueError("GraphedStep needs an SSLGANStep built with capturable=True on a CUDA device")
+        self.step, self.warmup, self.calls = step, warmup, 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: tuple[torch.Tensor, ...] = ()
+        self.out: dict[str, torch.Tensor] = {}
+
+    def set_lr(self, factor: float) -> None:
+        self.step.set_lr(factor)
+
+    def __call__(self, *batches: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        if self.calls <= self.warmup:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.step(*batches)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self.static = tuple(b.clone() for b in batches)
+            self.graph = torch.cuda.CUDAGraph()
+            if self.step.gen is not None:  # a generator of our own must be known to the graph
+                self.graph.register_generator_state(self.step.gen)
+            with torch.cuda.graph(self.graph):
+                self.out = self.step(*self.static)
+        else:
+            for dst, src in zip(self.static, batches, strict=True):
+                if dst.data_ptr() != src.data_ptr():
+                    dst.copy_(src)
+        self.graph.replay()  # capture only records: this is the iteration's update, also the first time
+        return self.out
+
+
+def make_step(
+    d: Discriminator, g: Generator, cfg: TrainConfig, device: torch.device, gen: torch.Generator | None
+) -> SSLGANStep | GraphedStep:
+    """The iteration ``cfg.step`` asks for: eager, or compiled and replayed as one CUDA graph."""
+    if cfg.step == "eager":
+        return SSLGANStep(d, g, cfg, device, gen, fused=device.type == "cuda", amp_dtype=amp_dtype(cfg))
+    if device.type != "cuda":
+        raise ValueError(
+            f"step 'graph' replays CUDA graphs and needs a CUDA device, not {device}; use 'eager'"
+        )
+    torch._dynamo.reset()  # a fresh network per run: never past dynamo's recompile limit
+    d.to(memory_format=torch.channels_last)
+    g.to(memory_format=torch.channels_last)
+    compiled_d, compiled_g = torch.compile(d), torch.compile(g)  # same parameters, fused kernels
+    step = SSLGANStep(
+        compiled_d, compiled_g, cfg, device, gen, fused=True, amp_dtype=amp_dtype(cfg), capturable=True
+    )
+    return GraphedStep(step)
+
+
 def init_networks(
     d: Discriminator,
     g: Generator,
@@ -202,7 +272,7 @@ def train(
     x_unl = torch.from_numpy(x_unl_np).to(dev)
     init_networks(d, g, x_unl, host_gen, dev)
     ema = EMA(d, cfg.ema_decay)
-    step = SSLGANStep(d, g, cfg, dev, dev_gen, fused=dev.type == "cuda", amp_dtype=amp_dtype(cfg))
+    step = make_step(d, g, cfg, dev, dev_gen)
     ipe = iters_per_epoch(len(x_unl_np), cfg)
     total = cfg.epochs * ipe
     bs = cfg.batch_size

@@ -90,7 +90,7 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     seen: list[list[str]] = []
     monkeypatch.setattr(paper, "main", seen.append)
     args = ["bench", "paper", "--data", "x.npz", "--input-norm", "none", "--pool", "max"]
-    args += ["--dropout", "0,0.1", "--train-labels", "image", "--precision", "bf16"]
+    args += ["--dropout", "0,0.1", "--train-labels", "image", "--precision", "bf16", "--step", "graph"]
     result = runner.invoke(cli, [*args, "--out", "o"])
     assert result.exit_code == 0, result.output
     argv = seen[0]
@@ -99,7 +99,7 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     assert parsed.input_norm == "none" and parsed.data == "x.npz" and parsed.out == "o"
     assert parsed.pool == "max" and paper.folder_options(parsed)["dropout"] == [0.0, 0.1]
     assert paper.folder_options(parsed)["train_labels"] == "image"
-    assert paper.folder_options(parsed)["precision"] == "bf16"
+    assert paper.folder_options(parsed)["precision"] == "bf16" and parsed.step == "graph"
 
 
 def test_bench_train_speed_passes_the_budget_and_profile_through(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -227,3 +227,28 @@ def test_precision_flag_reaches_the_training_config(tmp_path):
     assert row["precision"] == "bf16"
     assert json.loads((out / "meta.json").read_text())["precision"] == "bf16"
     assert "training precision bf16" in (out / "table.md").read_text()
+
+
+def test_step_flag_reaches_the_ssl_gan_only(tmp_path):
+    from dataclasses import replace
+
+    from ml.train import ssl_gan
+
+    data = _toy_npz(tmp_path / "c.npz")
+    out = tmp_path / "run"
+    argv = ["--data", str(data), "--labeled", "4", "--samplings", "1", "--methods", "ssl-gan,convnet"]
+    argv += ["--preset", "tiny", "--epochs", "1", "--device", "cpu", "--step", "graph"]
+    seen = []
+    real = ssl_gan.train
+
+    def spy(data, cfg, *a, **k):  # a CPU cannot replay CUDA graphs: note the request, train eagerly
+        seen.append(cfg.step)
+        return real(data, replace(cfg, step="eager"), *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ssl_gan, "train", spy)
+        paper.main([*argv, "--out", str(out)])
+    assert seen == ["graph"]
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
+    assert rows["ssl-gan"]["step"] == "graph" and rows["convnet"]["step"] == "eager"
+    assert json.loads((out / "meta.json").read_text())["overrides"]["step"] == "graph"

@@ -1,0 +1,68 @@
+"""The SSL-GAN iteration's modes: ``step="eager"`` everywhere, ``step="graph"`` (CUDA graphs) on a GPU.
+
+The CUDA graph itself can only run on a GPU (``python -m ml.bench.train_speed`` times it there as
+``whole_graph_compiled``); here: what makes a recorded step correct, i.e. Adam reading a learning
+rate that changes in place, a capturable step computing what the plain one does, and refusals.
+"""
+
+import pytest
+import torch
+
+from ml.models.discriminator import Discriminator
+from ml.models.generator import Generator
+from ml.train import ssl_gan
+from ml.train.config import TrainConfig, preset
+from ml.train.loop import init_weights
+from ml.train.toy import toy_train_data
+
+
+def _step(capturable: bool) -> ssl_gan.SSLGANStep:
+    model_cfg, cfg = preset("tiny", batch_size=8)
+    torch.manual_seed(0)
+    d, g = Discriminator(model_cfg), Generator(model_cfg)
+    init_weights(d)
+    init_weights(g)
+    gen = torch.Generator().manual_seed(1)
+    return ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), gen, fused=True, capturable=capturable)
+
+
+def _batches(seed: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (3, 8, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    return x[0], torch.randint(0, 2, (8,), generator=gen), x[1], x[2]
+
+
+def test_a_capturable_step_keeps_its_learning_rate_on_the_device_and_changes_it_in_place():
+    step = _step(capturable=True)
+    lrs = [group["lr"] for opt in (step.opt_d, step.opt_g) for group in opt.param_groups]
+    assert all(isinstance(lr, torch.Tensor) for lr in lrs)
+    step.set_lr(0.25)
+    after = [group["lr"] for opt in (step.opt_d, step.opt_g) for group in opt.param_groups]
+    assert all(a is b for a, b in zip(lrs, after, strict=True))  # the very tensors a graph recorded
+    assert all(float(lr) == pytest.approx(step.cfg.lr * 0.25) for lr in after)
+
+
+def test_a_capturable_step_trains_like_the_plain_one():
+    plain, captured = _step(capturable=False), _step(capturable=True)
+    for i, factor in enumerate((1.0, 0.5, 0.0)):
+        for step in (plain, captured):
+            step.set_lr(factor)
+            torch.manual_seed(i)  # the same dropout masks for both
+            step(*_batches(i))
+    for net in ("d", "g"):
+        a, b = getattr(plain, net).state_dict(), getattr(captured, net).state_dict()
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), net
+    # and the zero learning rate of the last iteration really held: one more step at 0 changes nothing
+    before = {k: v.clone() for k, v in captured.d.state_dict().items() if "running" not in k}
+    captured(*_batches(9))
+    assert all(torch.equal(before[k], captured.d.state_dict()[k]) for k in before)
+
+
+def test_graph_steps_are_refused_off_a_gpu():
+    with pytest.raises(ValueError, match="unknown step 'compiled'"):
+        TrainConfig(step="compiled")
+    model_cfg, cfg = preset("tiny", step="graph")
+    with pytest.raises(ValueError, match="needs a CUDA device, not cpu; use 'eager'"):
+        ssl_gan.train(toy_train_data(n_train=4, n_val=2, seed=1), cfg, device="cpu", model_cfg=model_cfg)
+    with pytest.raises(ValueError, match="capturable=True on a CUDA device"):
+        ssl_gan.GraphedStep(_step(capturable=True))
