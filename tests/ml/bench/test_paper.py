@@ -145,21 +145,32 @@ def test_image_training_labels_put_the_grade_on_every_patch_of_labeled_images(tm
     assert np.array_equal(image.val_patch_labels, lesion.val_patch_labels)  # evaluation is unchanged
 
 
-def test_train_labels_flag_reaches_the_training_data(tmp_path):
+def _run_with_spy(tmp_path, module, flags, on_train, methods="convnet"):
+    """One toy cell per method with ``module.train`` seeing (and possibly replacing) each run's
+    config first; returns the run folder."""
     data = _toy_npz(tmp_path / "c.npz")
     out = tmp_path / "run"
-    argv = ["--data", str(data), "--labeled", "4", "--samplings", "1", "--methods", "convnet"]
-    argv += ["--preset", "tiny", "--epochs", "1", "--device", "cpu", "--train-labels", "image"]
-    seen = []
-    real = paper_models.train
+    argv = ["--data", str(data), "--labeled", "4", "--samplings", "1", "--methods", methods]
+    argv += ["--preset", "tiny", "--epochs", "1", "--device", "cpu", *flags, "--out", str(out)]
+    real = module.train
 
-    def spy(data, *a, **k):
-        seen.append(data.patch_labels.copy())
-        return real(data, *a, **k)
+    def spy(data, cfg, *a, **k):
+        return real(data, on_train(data, cfg), *a, **k)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(paper_models, "train", spy)
-        paper.main([*argv, "--out", str(out)])
+        mp.setattr(module, "train", spy)
+        paper.main(argv)
+    return out
+
+
+def test_train_labels_flag_reaches_the_training_data(tmp_path):
+    seen = []
+    out = _run_with_spy(
+        tmp_path,
+        paper_models,
+        ["--train-labels", "image"],
+        lambda d, c: seen.append(d.patch_labels.copy()) or c,
+    )
     (labels,) = seen
     taught = labels[(labels >= 0).all(1)]
     assert len(taught) == 4 and all(len(set(row)) == 1 for row in taught)  # one grade per image
@@ -208,20 +219,10 @@ def test_learning_curves_of_a_folder_without_validation_curves(tmp_path):
 
 
 def test_precision_flag_reaches_the_training_config(tmp_path):
-    data = _toy_npz(tmp_path / "c.npz")
-    out = tmp_path / "run"
-    argv = ["--data", str(data), "--labeled", "4", "--samplings", "1", "--methods", "convnet"]
-    argv += ["--preset", "tiny", "--epochs", "1", "--device", "cpu", "--precision", "bf16"]
     seen = []
-    real = paper_models.train
-
-    def spy(data, cfg, *a, **k):
-        seen.append(cfg.precision)
-        return real(data, cfg, *a, **k)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(paper_models, "train", spy)
-        paper.main([*argv, "--out", str(out)])
+    out = _run_with_spy(
+        tmp_path, paper_models, ["--precision", "bf16"], lambda d, c: seen.append(c.precision) or c
+    )
     assert seen == ["bf16"]
     (row,) = json.loads((out / "results.json").read_text())
     assert row["precision"] == "bf16"
@@ -234,20 +235,13 @@ def test_step_flag_reaches_the_ssl_gan_only(tmp_path):
 
     from ml.train import ssl_gan
 
-    data = _toy_npz(tmp_path / "c.npz")
-    out = tmp_path / "run"
-    argv = ["--data", str(data), "--labeled", "4", "--samplings", "1", "--methods", "ssl-gan,convnet"]
-    argv += ["--preset", "tiny", "--epochs", "1", "--device", "cpu", "--step", "graph"]
     seen = []
-    real = ssl_gan.train
 
-    def spy(data, cfg, *a, **k):  # a CPU cannot replay CUDA graphs: note the request, train eagerly
+    def note(data, cfg):  # a CPU cannot replay CUDA graphs: note the request, train eagerly
         seen.append(cfg.step)
-        return real(data, replace(cfg, step="eager"), *a, **k)
+        return replace(cfg, step="eager")
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ssl_gan, "train", spy)
-        paper.main([*argv, "--out", str(out)])
+    out = _run_with_spy(tmp_path, ssl_gan, ["--step", "graph"], note, methods="ssl-gan,convnet")
     assert seen == ["graph"]
     rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
     assert rows["ssl-gan"]["step"] == "graph" and rows["convnet"]["step"] == "eager"
