@@ -295,8 +295,8 @@ def plan(args: argparse.Namespace) -> Plan:
 
 
 def folder_options(args: argparse.Namespace) -> dict[str, Any]:
-    """What every cell of a folder shares (the network's input, pooling and dropout, and the
-    training-label rule): the flags, else the preset's defaults."""
+    """What every cell of a folder shares (the network's input, pooling and dropout, the
+    training-label rule and the training precision): the flags, else the preset's defaults."""
     from ml.train.config import preset
 
     m = preset(args.preset)[0]
@@ -331,7 +331,7 @@ _FOLDER_FLAGS = (
 
 
 def _check_same_folder_options(out: Path, opts: dict[str, Any]) -> None:
-    """A folder's cells share one network and training-label setting: refuse to resume with another."""
+    """A folder's cells share its ``folder_options``: refuse to resume it with others."""
     meta = out / "meta.json"
     if not meta.exists():
         return

@@ -217,7 +217,8 @@ def amp_dtype(cfg: TrainConfig) -> torch.dtype | None:
 
 def autocast(dev: torch.device, cfg: TrainConfig) -> torch.autocast:
     """Autocast for a training forward pass: on with ``cfg.precision`` bf16, a no-op for fp32."""
-    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    dtype = amp_dtype(cfg)
+    return torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def to_model_input(x: torch.Tensor) -> torch.Tensor:
