@@ -601,8 +601,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision",
         choices=["fp32", "bf16"],
         default="fp32",
-        help="training forward passes in fp32 (the method's) or under bf16 autocast, for the paired "
-        "comparison that must show the AUC holds before mixed precision is used",
+        help="training forward passes in fp32 (the method's) or under bf16 autocast (a paired "
+        "protocol run found the AUC kept, docs/benchmarks.md (i); with --step graph on a GPU)",
     )
     ap.add_argument(
         "--step",

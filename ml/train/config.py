@@ -82,8 +82,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     # bf16 autocast of the training forward passes (evaluation and prediction stay fp32): what the
     # fast GPU step of docs/benchmarks.md "Training speed" runs in. The method allows mixed
-    # precision only where a paired protocol run shows the AUC holds, so fp32 is every preset's
-    # setting and bf16 exists for that comparison (`ml.bench.paper --precision`).
+    # precision only where a paired protocol run shows the AUC holds; that run (docs/benchmarks.md
+    # (i)) found no loss, so the GPU protocol may use it (`ml.bench.paper --precision bf16`). The
+    # presets keep fp32: with the eager step bf16 saves little, and the captured step it pairs
+    # with costs a compile as long as a short retraining.
     precision: str = "fp32"
     # How the SSL-GAN's iteration runs: "eager" (plain PyTorch, any device) or "graph" (CUDA only:
     # channels_last, inductor-compiled networks, the whole iteration replayed as one CUDA graph;
