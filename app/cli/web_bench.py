@@ -200,6 +200,21 @@ def _best_rate(predictor) -> float:
     return max(b / t for b, t in _model_only(predictor, (1, 4)).items())
 
 
+def forward_totals(exposition: str) -> tuple[float, float]:
+    """(seconds, count) of the server's forward passes so far, from its Prometheus text.
+
+    Read before and after a level, they give what the level's throughput is made of: how much of
+    the wall time the model thread was busy, and how long one forward pass took inside the server
+    (against the same pass measured alone)."""
+    totals = {"sum": 0.0, "count": 0.0}
+    for line in exposition.splitlines():
+        name, _, value = line.partition(" ")
+        for key in totals:
+            if name == f"patchscreen_model_forward_seconds_{key}":
+                totals[key] = float(value)
+    return totals["sum"], totals["count"]
+
+
 async def _predict_level(base: str, token: str, jpeg: bytes, clients: int, total: int):
     import httpx
 
@@ -231,11 +246,20 @@ async def _predict_level(base: str, token: str, jpeg: bytes, clients: int, total
                 remaining["n"] -= 1
                 await one(True)
 
+        async def forward_so_far() -> tuple[float, float]:
+            r = await c.get("/metrics", headers=headers)
+            r.raise_for_status()
+            return forward_totals(r.text)
+
         await asyncio.gather(*(one(False) for _ in range(clients)))  # warm-up at this concurrency
+        before = await forward_so_far()
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         wall = time.perf_counter() - start
-    return latencies, model_s, batches, wall
+        after = await forward_so_far()
+    busy_s, passes = after[0] - before[0], after[1] - before[1]
+    server = SimpleNamespace(busy=busy_s / wall, forward_s=busy_s / max(passes, 1.0))
+    return latencies, model_s, batches, wall, server
 
 
 def run_predict_bench(
@@ -251,6 +275,9 @@ def run_predict_bench(
     speed drifts by 10-30% within minutes (shared hardware), more than the effects measured here.
     With several request-thread priorities (``PATCHSCREEN_REQUEST_CPU_PRIORITY``), every round runs
     one server per priority, one after the other, so that they are compared under the same drift.
+    The server's own forward-pass totals (``/metrics``) around each level split the ratio in two:
+    how much of the time the model thread was busy, and how much slower one forward pass ran in
+    the server, beside the request work, than alone.
     """
     import torch
 
@@ -274,9 +301,9 @@ def run_predict_bench(
         print(
             "| round | request priority | clients | requests | p50 s | p95 s | throughput img/s | mean batch "
             "| model share of p50 | p50 minus its forward pass, ms | model-only img/s around it "
-            "| throughput / model-only |"
+            "| throughput / model-only | model thread busy | forward pass in the server, ms |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         freeze_startup_heap()  # this client's full collections would count as server latency
         reference = _best_rate(served)
         for r in range(1, rounds + 1):
@@ -285,15 +312,20 @@ def run_predict_bench(
                 with _server(url, Path(tmp), port, env) as base:
                     for c in levels:
                         n = max(requests, 3 * c)
-                        lat, ms, batches, wall = asyncio.run(_predict_level(base, seeded.admin, jpeg, c, n))
+                        lat, ms, batches, wall, server = asyncio.run(
+                            _predict_level(base, seeded.admin, jpeg, c, n)
+                        )
                         after = _best_rate(served)
                         ref, reference = (reference + after) / 2, after
                         p50, model_s, tput = _pct(lat, 50), statistics.median(ms), n / wall
-                        rows.setdefault((priority, c), []).append((p50, model_s, tput, ref))
+                        rows.setdefault((priority, c), []).append(
+                            (p50, model_s, tput, ref, server.busy, server.forward_s)
+                        )
                         print(
                             f"| {r} | {priority} | {c} | {n} | {p50:.3f} | {_pct(lat, 95):.3f} | "
                             f"{tput:.2f} | {statistics.mean(batches):.1f} | {model_s / p50:.0%} | "
-                            f"{(p50 - model_s) * 1000:.0f} | {ref:.2f} | {tput / ref:.0%} |"
+                            f"{(p50 - model_s) * 1000:.0f} | {ref:.2f} | {tput / ref:.0%} | "
+                            f"{server.busy:.0%} | {server.forward_s * 1000:.0f} |"
                         )
     top = max(levels)
     for priority in priorities:
@@ -305,10 +337,15 @@ def run_predict_bench(
                 f"{priority}: single client (median of {rounds} rounds): p50 {p50:.3f} s (target < 0.35 s); "
                 f"non-model time {other * 1000:.0f} ms = {other / p50:.0%} of p50 (target < 15%)"
             )
-        ratios = [x[2] / x[3] for x in rows[(priority, top)]]
+        top_rows = rows[(priority, top)]
+        ratios = [x[2] / x[3] for x in top_rows]
         print(
             f"{priority}: {top} clients: throughput / model-only per round "
-            f"{', '.join(f'{q:.0%}' for q in ratios)}; median {statistics.median(ratios):.0%} (target >= 90%)"
+            f"{', '.join(f'{q:.0%}' for q in ratios)}; median {statistics.median(ratios):.0%} "
+            "(target >= 90%); "
+            f"model thread busy {', '.join(f'{x[4]:.0%}' for x in top_rows)}, one forward pass in the "
+            f"server {', '.join(f'{x[5] * 1000:.0f}' for x in top_rows)} ms against "
+            f"{', '.join(f'{1000 / x[3]:.0f}' for x in top_rows)} ms per image alone"
         )
 
 
