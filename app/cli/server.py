@@ -183,7 +183,8 @@ def bench_predict(
     """/predict end to end through HTTP for a 1024x1024 JPEG: p50/p95 per concurrency, model share.
 
     Each client count's throughput is compared with the model-only rate measured just before and
-    after it; each round runs one server per request priority, one after the other."""
+    after it, and split into how busy the server's model thread was and how long one forward pass
+    took there; each round runs one server per request priority, one after the other."""
     from typing import get_args
 
     from app.cli.web_bench import run_predict_bench

@@ -84,8 +84,8 @@ class TrainConfig:
     # fast GPU step of docs/benchmarks.md "Training speed" runs in. The method allows mixed
     # precision only where a paired protocol run shows the AUC holds; that run (docs/benchmarks.md
     # (i)) found no loss, so the GPU protocol may use it (`ml.bench.paper --precision bf16`). The
-    # presets keep fp32: with the eager step bf16 saves little, and the captured step it pairs
-    # with costs a compile as long as a short retraining.
+    # presets keep fp32: the measured speed-up comes with the captured step (`step` below), whose
+    # compile takes about as long as a whole short retraining.
     precision: str = "fp32"
     # How the SSL-GAN's iteration runs: "eager" (plain PyTorch, any device) or "graph" (CUDA only:
     # channels_last, inductor-compiled networks, the whole iteration replayed as one CUDA graph;
