@@ -200,6 +200,7 @@ def _session_factory(engine: Engine):
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = engine or make_engine(settings.resolved_database_url)
+    kept = scheduling.keep_freed_memory()  # before the model and its threads exist
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -227,9 +228,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         frozen = scheduling.freeze_startup_heap()  # last: everything start-up made is now in place
         log.info(
             "request threads at %s CPU priority, interpreter switch interval %s ms, "
-            "%d start-up objects frozen out of garbage collection",
+            "freed memory kept for reuse: %s, %d start-up objects frozen out of garbage collection",
             app.state.request_cpu_priority,
             settings.switch_interval_ms,
+            "yes" if kept else "no (not glibc)",
             frozen,
         )
         yield

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from app.core.scheduling import freeze_startup_heap
+from app.core.scheduling import freeze_startup_heap, keep_freed_memory
 
 
 def _free_port() -> int:
@@ -284,6 +284,7 @@ def run_predict_bench(
     print(
         f"host: {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
     )
+    keep_freed_memory()  # the model-only reference runs with the server's allocator settings
     checkpoint = untrained_checkpoint(preset_name)
     served = _served_predictor(checkpoint)
     eager, model = _model_only(_served_predictor(checkpoint, optimized=False)), _model_only(served)
