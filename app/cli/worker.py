@@ -39,8 +39,13 @@ def worker(
 ) -> None:
     """Start a training worker (Celery on REDIS_URL, or the embedded local worker)."""
     from app.core.config import get_settings
+    from app.core.scheduling import keep_freed_memory
 
+    # Before any thread exists: CPU training frees and re-allocates its activations every
+    # iteration, and glibc's defaults made the kernel hand them back as fresh pages each time.
+    kept = keep_freed_memory()
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("freed memory kept for reuse: %s", "yes" if kept else "no (not glibc)")
     settings = get_settings()
     if local or not settings.redis_url:
         if not local:
@@ -137,12 +142,21 @@ def bench_training_job(
     preset: str = typer.Option("small", help="Preset to train (small: the CPU default)."),
     n_images: int = typer.Option(36, help="Demo images to seed."),
     labeled_images: int = typer.Option(12, help="Images with patch labels."),
+    allocator: str = typer.Option(
+        "kept", help="kept: freed memory kept for reuse, as the worker sets it; glibc: the defaults."
+    ),
 ) -> None:
     """The embedded path end to end on a fresh demo: seed, queue, train, register, activate."""
     import tempfile
     import time
 
     from app.core.config import Settings
+    from app.core.scheduling import keep_freed_memory
+
+    if allocator not in ("kept", "glibc"):
+        raise typer.BadParameter("use kept or glibc", param_hint="--allocator")
+    if allocator == "kept":
+        keep_freed_memory()
     from app.db.models import TrainingJob
     from app.services import training
     from app.worker import local
@@ -169,6 +183,7 @@ def bench_training_job(
         typer.echo(f"seed {n_images} images ({labeled_images} labeled): {t_seed:.1f} s")
         typer.echo(
             f"job {status}: preset {preset}, {p.get('iterations')} iterations in {t_job:.1f} s "
-            f"({p.get('it_per_s', 0):.2f} it/s, {threads} torch threads), validation patch AUC "
+            f"({p.get('it_per_s', 0):.2f} it/s, {threads} torch threads, allocator {allocator}), "
+            "validation patch AUC "
             f"{p.get('val_patch_auc')}; {p.get('message')}"
         )
