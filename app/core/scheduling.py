@@ -15,7 +15,8 @@ over; a shorter interval gives the cores back to the model sooner.
 And the C allocator: glibc returns large freed blocks to the kernel (unmapping them, or trimming
 the heap's free top), so the model's activations, tens of megabytes a layer, came back as fresh
 pages on every forward pass: about 12,000 page faults and 20 ms of kernel time per 64-patch
-pass on the 2-core host, 8-10 % of the pass. Fixed thresholds keep those blocks for the next pass.
+pass on the 2-core host, 8-10 % of the pass. Fixed thresholds and one arena for all threads keep
+those blocks for the next pass.
 
 And the garbage collector: a full collection scans every tracked object, and after start-up the
 web process holds hundreds of thousands of them (torch, SQLAlchemy, FastAPI, the routes' models)
