@@ -152,16 +152,16 @@ def bench_training_job(
 
     from app.core.config import Settings
     from app.core.scheduling import keep_freed_memory
-
-    if allocator not in ("kept", "glibc"):
-        raise typer.BadParameter("use kept or glibc", param_hint="--allocator")
-    if allocator == "kept":
-        keep_freed_memory()
     from app.db.models import TrainingJob
     from app.services import training
     from app.worker import local
     from app.worker.demo import seed_demo
     from app.worker.tasks import session_factory
+
+    if allocator not in ("kept", "glibc"):
+        raise typer.BadParameter("use kept or glibc", param_hint="--allocator")
+    if allocator == "kept":
+        keep_freed_memory()
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), redis_url=None, database_url=None)
