@@ -6,7 +6,9 @@ test images with the method's aggregation (sum of the 64 patch probabilities). S
 It answers one question before anyone blames the data, the labels or the budget: when a deep
 learner trained on the same labeled images ranks test images worse than this, the gap is the
 learner's. ``--input-norm`` applies the same model input option as the networks
-(``ml.data.colour``), so its effect can be seen without a GPU.
+(``ml.data.colour``), so its effect can be seen without a GPU. Each row also carries the lesion
+signal and the offset of ``ml.bench.diagnose``, so a network's can be read against what colour
+percentiles find inside the DR images.
 
     python -m ml.bench.reference --data .cache/idrid-cohort.npz --labeled 10,20,40,80,all --samplings 5
 """
@@ -21,7 +23,8 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
-from ml.data.colour import standardise_colour
+from ml.bench.diagnose import diagnose_run
+from ml.data.colour import field_of_view, standardise_colour
 
 PERCENTILES = (5, 50, 95, 99, 100)
 
@@ -46,6 +49,7 @@ def run(arrays, labeled: list[int | str], samplings: int, input_norm: str, split
     image_labels = np.asarray(arrays.image_labels)
     train_labels = [int(image_labels[row[i]]) for i in train_ids]
     test = [row[i] for i in test_ids]
+    fov = field_of_view(arrays.patches[test])
     x_test = feats[test].reshape(-1, feats.shape[-1])
     out = []
     for n in labeled:
@@ -55,6 +59,8 @@ def run(arrays, labeled: list[int | str], samplings: int, input_norm: str, split
             clf = HistGradientBoostingClassifier(max_iter=100, random_state=s)
             clf.fit(feats[rows].reshape(-1, feats.shape[-1]), arrays.patch_labels[rows].reshape(-1))
             p = clf.predict_proba(x_test)[:, 1].reshape(len(test), -1)
+            logits = np.log(np.clip(p, 1e-9, 1.0)) - np.log(np.clip(1.0 - p, 1e-9, 1.0))
+            found = diagnose_run(logits, arrays.patch_labels[test], image_labels[test], fov)
             out.append(
                 {
                     "method": "colour-gbm",
@@ -63,6 +69,8 @@ def run(arrays, labeled: list[int | str], samplings: int, input_norm: str, split
                     "input_norm": input_norm,
                     "patch_auc": round(float(roc_auc_score(arrays.patch_labels[test].ravel(), p.ravel())), 4),
                     "image_auc": round(float(roc_auc_score(image_labels[test], p.sum(axis=1))), 4),
+                    "within_dr_patch_auc": round(found["within_dr_patch_auc"], 4),
+                    "offset_auc": round(found["offset_auc"], 4),
                     "dr_images_labeled": int(image_labels[rows].sum()),
                 }
             )
@@ -71,15 +79,19 @@ def run(arrays, labeled: list[int | str], samplings: int, input_norm: str, split
 
 def summary(rows: list[dict]) -> str:
     lines = [
-        "| input | labeled | image AUC % (mean ± std) | patch AUC % | per sampling (image) |",
-        "|---|---|---|---|---|",
+        "| input | labeled | image AUC % (mean ± std) | patch AUC % | lesion signal | offset "
+        "| per sampling (image) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key in sorted({(r["input_norm"], r["labeled"]) for r in rows}):
         sel = [r for r in rows if (r["input_norm"], r["labeled"]) == key]
         img = np.array([r["image_auc"] for r in sel]) * 100
         pat = np.array([r["patch_auc"] for r in sel]) * 100
+        lesion = np.mean([r["within_dr_patch_auc"] for r in sel])
+        offset = np.mean([r["offset_auc"] for r in sel])
         lines.append(
             f"| {key[0]} | {key[1]} | {img.mean():.1f} ± {img.std():.1f} | {pat.mean():.1f} | "
+            f"{lesion:.3f} | {offset:.3f} | "
             f"{' '.join(f'{v:.1f}' for v in img)} |"
         )
     return "\n".join(lines)

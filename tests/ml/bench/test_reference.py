@@ -24,6 +24,7 @@ def test_reference_separates_easy_patches_on_the_protocols_split(tmp_path, capsy
     assert [(r["labeled"], r["sampling"]) for r in rows] == [(4, 0), (4, 1), (14, 0), (14, 1)]
     assert all(r["dr_images_labeled"] >= 1 for r in rows)
     assert min(r["patch_auc"] for r in rows) > 0.9  # bright spots are easy for colour percentiles
+    assert min(r["within_dr_patch_auc"] for r in rows) > 0.9  # and found inside the DR images too
     reference.main(
         ["--data", str(data), "--labeled", "4", "--samplings", "1", "--json", str(tmp_path / "r.json")]
     )
