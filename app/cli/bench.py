@@ -25,9 +25,13 @@ def bench_paper(
         None, help="patches taught: lesion (from the masks, as published) | image (the grade; a diagnostic)"
     ),
     precision: str | None = typer.Option(
-        None, help="training forward passes: fp32 (the method's) | bf16 (autocast; for the paired check)"
+        None, help="training forward passes: fp32 (the method's) | bf16 (autocast; short runs only)"
     ),
     step: str | None = typer.Option(None, help="SSL-GAN iteration: eager | graph (CUDA graphs, for speed)"),
+    unlabeled_weight: float | None = typer.Option(
+        None, help="SSL-GAN real-vs-fake term's weight (1 as published; 0 = no GAN term, an ablation)"
+    ),
+    g_base: int | None = typer.Option(None, help="SSL-GAN generator root width (preset: 512 full, 64 small)"),
     max_iters_per_epoch: int | None = typer.Option(None, help="cap iterations per epoch"),
     eval_every: int | None = typer.Option(None, help="epochs between validation evaluations"),
     resnet_epochs: int | None = typer.Option(None, help="epoch cap of the ResNet34 baseline"),
@@ -65,6 +69,8 @@ def bench_paper(
         ("--train-labels", train_labels),
         ("--precision", precision),
         ("--step", step),
+        ("--unlabeled-weight", unlabeled_weight),
+        ("--g-base", g_base),
         ("--max-iters-per-epoch", max_iters_per_epoch),
         ("--eval-every", eval_every),
         ("--resnet-epochs", resnet_epochs),

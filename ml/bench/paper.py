@@ -147,9 +147,10 @@ def run_cell(
         pool=opts["pool"],
         input_dropout=opts["dropout"][0],
         dropout=opts["dropout"][1],
+        g_base=opts["g_base"],
         model_res=arrays.params.model_res,
     )
-    cfg = replace(cfg, precision=opts["precision"])
+    cfg = replace(cfg, precision=opts["precision"], unlabeled_weight=opts["unlabeled_weight"])
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
     dev = resolve_device(opts["device"])
@@ -210,6 +211,8 @@ def run_cell(
         "dropout": [model_cfg.input_dropout, model_cfg.dropout],
         "train_labels": opts["train_labels"],
         "precision": cfg.precision,
+        "unlabeled_weight": cfg.unlabeled_weight if cell.method == "ssl-gan" else None,
+        "g_base": model_cfg.g_base if cell.method == "ssl-gan" else None,
         "step": cfg.step if cell.method == "ssl-gan" else "eager",  # the baselines always run eagerly
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
@@ -307,6 +310,8 @@ def folder_options(args: argparse.Namespace) -> dict[str, Any]:
         "dropout": dropout,
         "train_labels": args.train_labels,
         "precision": args.precision,
+        "unlabeled_weight": args.unlabeled_weight,
+        "g_base": args.g_base or m.g_base,
     }
 
 
@@ -327,16 +332,22 @@ _FOLDER_FLAGS = (
     ("dropout", "--dropout", [0.2, 0.5]),
     ("train_labels", "--train-labels", "lesion"),
     ("precision", "--precision", "fp32"),
+    ("unlabeled_weight", "--unlabeled-weight", 1.0),
+    ("g_base", "--g-base", None),  # None: the folder's preset's generator width
 )
 
 
 def _check_same_folder_options(out: Path, opts: dict[str, Any]) -> None:
     """A folder's cells share its ``folder_options``: refuse to resume it with others."""
+    from ml.train.config import preset
+
     meta = out / "meta.json"
     if not meta.exists():
         return
     before = json.loads(meta.read_text())
     for key, flag, old_default in _FOLDER_FLAGS:
+        if old_default is None:  # the folder's preset decided it
+            old_default = getattr(preset(before.get("preset", "full"))[0], key)
         was = before.get(key, old_default)
         if was != opts[key]:
             shown = ",".join(map(str, was)) if isinstance(was, list) else was
@@ -363,6 +374,8 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "dropout": p.opts["dropout"],
         "train_labels": p.opts["train_labels"],
         "precision": p.opts["precision"],
+        "unlabeled_weight": p.opts["unlabeled_weight"],
+        "g_base": p.opts["g_base"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -447,6 +460,8 @@ def table(results: list[dict], metric: str, published: bool) -> str:
 
 
 def write_report(out: Path, results: list[dict], meta: dict) -> None:
+    from ml.train.config import preset
+
     if not results:
         return
     wall = sum(r["wall_s"] for r in results)
@@ -461,7 +476,9 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         f"preset {meta['preset']} with {meta['overrides']}, input norm {meta.get('input_norm', 'none')}, "
         f"pooling {meta.get('pool', 'mean')}, dropout (input, hidden) {meta.get('dropout', [0.2, 0.5])}, "
         f"training patch labels {meta.get('train_labels', 'lesion')}, "
-        f"training precision {meta.get('precision', 'fp32')}; {len(results)} runs, "
+        f"training precision {meta.get('precision', 'fp32')}, "
+        f"SSL-GAN unlabeled weight {meta.get('unlabeled_weight', 1.0)}, "
+        f"generator root width {meta.get('g_base', preset(meta['preset'])[0].g_base)}; {len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
         "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",
@@ -601,8 +618,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision",
         choices=["fp32", "bf16"],
         default="fp32",
-        help="training forward passes in fp32 (the method's) or under bf16 autocast (a paired "
-        "protocol run found the AUC kept, docs/benchmarks.md (i); with --step graph on a GPU)",
+        help="training forward passes in fp32 (the method's) or under bf16 autocast (AUC kept in a "
+        "paired 24-epoch protocol run, not shown for long runs: docs/benchmarks.md (i), (k))",
     )
     ap.add_argument(
         "--step",
@@ -610,6 +627,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the SSL-GAN's iteration: eager (default) or graph (CUDA: compiled and replayed as one "
         "CUDA graph; same arithmetic, for speed)",
+    )
+    ap.add_argument(
+        "--unlabeled-weight",
+        dest="unlabeled_weight",
+        type=float,
+        default=1.0,
+        help="weight of the SSL-GAN discriminator's real-vs-fake term beside the supervised loss "
+        "(1 as published; 0 trains the same discriminator on the labeled patches alone, an ablation)",
+    )
+    ap.add_argument(
+        "--g-base",
+        dest="g_base",
+        type=int,
+        default=None,
+        help="the SSL-GAN generator's root width, 4x4xG_BASE (default: the preset's; 512 full, 64 small)",
     )
     ap.add_argument("--max-iters-per-epoch", dest="max_iters_per_epoch", type=int, default=None)
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None)

@@ -91,6 +91,7 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     monkeypatch.setattr(paper, "main", seen.append)
     args = ["bench", "paper", "--data", "x.npz", "--input-norm", "none", "--pool", "max"]
     args += ["--dropout", "0,0.1", "--train-labels", "image", "--precision", "bf16", "--step", "graph"]
+    args += ["--unlabeled-weight", "0.3", "--g-base", "128"]
     result = runner.invoke(cli, [*args, "--out", "o"])
     assert result.exit_code == 0, result.output
     argv = seen[0]
@@ -100,6 +101,8 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     assert parsed.pool == "max" and paper.folder_options(parsed)["dropout"] == [0.0, 0.1]
     assert paper.folder_options(parsed)["train_labels"] == "image"
     assert paper.folder_options(parsed)["precision"] == "bf16" and parsed.step == "graph"
+    assert paper.folder_options(parsed)["unlabeled_weight"] == 0.3
+    assert paper.folder_options(parsed)["g_base"] == 128
 
 
 def test_bench_train_speed_passes_the_budget_and_profile_through(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -246,3 +246,58 @@ def test_step_flag_reaches_the_ssl_gan_only(tmp_path):
     rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
     assert rows["ssl-gan"]["step"] == "graph" and rows["convnet"]["step"] == "eager"
     assert json.loads((out / "meta.json").read_text())["overrides"]["step"] == "graph"
+
+
+def test_unlabeled_weight_flag_reaches_the_ssl_gan_and_binds_the_folder(tmp_path):
+    from ml.train import ssl_gan
+
+    seen = []
+    out = _run_with_spy(
+        tmp_path,
+        ssl_gan,
+        ["--unlabeled-weight", "0"],
+        lambda d, c: seen.append(c.unlabeled_weight) or c,
+        methods="ssl-gan,convnet",
+    )
+    assert seen == [0.0]
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
+    assert rows["ssl-gan"]["unlabeled_weight"] == 0.0 and rows["convnet"]["unlabeled_weight"] is None
+    assert json.loads((out / "meta.json").read_text())["unlabeled_weight"] == 0.0
+    assert "SSL-GAN unlabeled weight 0.0" in (out / "table.md").read_text()
+    # The folder holds ablation runs: resuming it at the published weight is refused.
+    meta = json.loads((out / "meta.json").read_text())
+    argv = meta["command"].split()[3:]  # after "python -m ml.bench.paper"
+    argv[argv.index("--unlabeled-weight") + 1] = "1"
+    with pytest.raises(SystemExit, match="--unlabeled-weight 0.0"):
+        paper.main(argv)
+
+
+def test_g_base_flag_builds_the_ssl_gan_generator_at_that_width(tmp_path):
+    from ml.train import ssl_gan
+
+    data = _toy_npz(tmp_path / "c.npz")
+    out = tmp_path / "run"
+    argv = ["--data", str(data), "--labeled", "4", "--samplings", "1", "--methods", "ssl-gan"]
+    argv += ["--preset", "tiny", "--epochs", "1", "--device", "cpu", "--out", str(out)]
+    seen = []
+    real = ssl_gan.train
+
+    def spy(*a, **k):
+        seen.append(k["model_cfg"].g_base)
+        return real(*a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ssl_gan, "train", spy)
+        paper.main([*argv, "--g-base", "16"])
+    assert seen == [16]
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["g_base"] == 16
+    assert "generator root width 16" in (out / "table.md").read_text()
+    with pytest.raises(SystemExit, match="--g-base 16"):  # resumed at the preset's width: refused
+        paper.main(argv)
+    # A folder written before the flag existed ran at its preset's width (tiny: 32).
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["g_base"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="--g-base 32"):
+        paper.main([*argv, "--g-base", "16"])
