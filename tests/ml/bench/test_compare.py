@@ -1,0 +1,104 @@
+"""Paired comparison of two protocol folders (ml.bench.compare)."""
+
+import json
+import math
+
+import pytest
+
+from ml.bench.compare import check_comparable, compare, load_arm, main
+
+SPLIT = {"train": 149, "val": 50, "test": 50, "seed": 0}
+
+
+def _folder(path, rows, split=SPLIT, data="npz:idrid-cohort.npz"):
+    path.mkdir()
+    (path / "meta.json").write_text(json.dumps({"split": split, "data": data}))
+    (path / "results.json").write_text(
+        json.dumps(
+            [
+                {
+                    "method": m,
+                    "labeled": n,
+                    "sampling": s,
+                    "image_auc": v,
+                    "patch_auc": v / 2,
+                    "loc_auc": None,
+                }
+                for m, n, s, v in rows
+            ]
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def arms(tmp_path):
+    a = _folder(
+        tmp_path / "a",
+        [
+            ("ssl-gan", 20, 0, 0.80),
+            ("ssl-gan", 20, 1, 0.70),
+            ("ssl-gan", 20, 2, 0.90),
+            ("ssl-gan", 10, 0, 0.60),
+        ]
+        + [("convnet", 20, 0, 0.99)],
+    )
+    # sampling 3 only in B: unpaired, so left out
+    b = _folder(
+        tmp_path / "b",
+        [
+            ("ssl-gan", 20, 0, 0.84),
+            ("ssl-gan", 20, 1, 0.72),
+            ("ssl-gan", 20, 2, 0.93),
+            ("ssl-gan", 20, 3, 0.10),
+        ]
+        + [("ssl-gan", 10, 0, 0.50)],
+    )
+    return a, b
+
+
+def test_paired_difference_with_a_t_interval(arms):
+    a, b = load_arm(f"{arms[0]}:ssl-gan"), load_arm(str(arms[1]))
+    rows = compare(a, b)
+    by_count = {r.labeled: r for r in rows}
+    r20 = by_count[20]
+    assert (r20.n, r20.samplings) == (3, [0, 1, 2])
+    assert r20.mean_a == pytest.approx(0.80) and r20.mean_b == pytest.approx(0.83)
+    diffs = [0.04, 0.02, 0.03]  # B - A per sampling
+    sd = math.sqrt(sum((d - 0.03) ** 2 for d in diffs) / 2)
+    assert r20.diff == pytest.approx(0.03)
+    assert r20.se == pytest.approx(sd / math.sqrt(3))
+    assert r20.hi - r20.diff == pytest.approx(4.302653 * r20.se, rel=1e-5)  # t(0.975, 2 df)
+    assert r20.b_higher == 3
+    r10 = by_count[10]
+    assert (r10.n, r10.se, r10.lo, r10.b_higher) == (1, None, None, 0)
+    pooled = by_count["all counts"]
+    assert pooled.n == 4 and pooled.diff == pytest.approx((0.09 - 0.10) / 4)
+
+
+def test_labeled_filter_drops_the_pooled_row(arms):
+    rows = compare(load_arm(f"{arms[0]}:ssl-gan"), load_arm(str(arms[1])), "patch_auc", [20])
+    assert [r.labeled for r in rows] == [20]
+    assert rows[0].diff == pytest.approx(0.015)
+
+
+def test_a_folder_with_two_methods_needs_one_named(arms):
+    with pytest.raises(SystemExit, match="name one"):
+        load_arm(str(arms[0]))
+    with pytest.raises(SystemExit, match="no rows of method 'resnet34'"):
+        load_arm(f"{arms[0]}:resnet34")
+
+
+def test_folders_of_another_split_are_refused(arms, tmp_path):
+    other = _folder(tmp_path / "c", [("ssl-gan", 20, 0, 0.5)], split={**SPLIT, "seed": 1})
+    with pytest.raises(SystemExit, match="differ in split"):
+        check_comparable(load_arm(f"{arms[0]}:ssl-gan"), load_arm(str(other)))
+    with pytest.raises(SystemExit, match="share no"):
+        compare(load_arm(f"{arms[0]}:convnet"), load_arm(str(other)), labeled=[10])
+
+
+def test_main_prints_the_table(arms, capsys):
+    main([f"{arms[0]}:ssl-gan", str(arms[1]), "--labeled", "20"])
+    out = capsys.readouterr().out
+    assert "| 20 | 3 | 0,1,2 | 80.0 | 83.0 | +3.0 |" in out
+    assert "3 of 3" in out
