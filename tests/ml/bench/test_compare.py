@@ -31,30 +31,16 @@ def _folder(path, rows, split=SPLIT, data="npz:idrid-cohort.npz"):
     return path
 
 
+# image AUC by (labeled, sampling); sampling 3 only in B: unpaired, so left out
+A_SSL = {(20, 0): 0.80, (20, 1): 0.70, (20, 2): 0.90, (10, 0): 0.60}
+B_SSL = {(20, 0): 0.84, (20, 1): 0.72, (20, 2): 0.93, (20, 3): 0.10, (10, 0): 0.50}
+
+
 @pytest.fixture
 def arms(tmp_path):
-    a = _folder(
-        tmp_path / "a",
-        [
-            ("ssl-gan", 20, 0, 0.80),
-            ("ssl-gan", 20, 1, 0.70),
-            ("ssl-gan", 20, 2, 0.90),
-            ("ssl-gan", 10, 0, 0.60),
-        ]
-        + [("convnet", 20, 0, 0.99)],
-    )
-    # sampling 3 only in B: unpaired, so left out
-    b = _folder(
-        tmp_path / "b",
-        [
-            ("ssl-gan", 20, 0, 0.84),
-            ("ssl-gan", 20, 1, 0.72),
-            ("ssl-gan", 20, 2, 0.93),
-            ("ssl-gan", 20, 3, 0.10),
-        ]
-        + [("ssl-gan", 10, 0, 0.50)],
-    )
-    return a, b
+    a_rows = [("ssl-gan", n, s, v) for (n, s), v in A_SSL.items()] + [("convnet", 20, 0, 0.99)]
+    b_rows = [("ssl-gan", n, s, v) for (n, s), v in B_SSL.items()]
+    return _folder(tmp_path / "a", a_rows), _folder(tmp_path / "b", b_rows)
 
 
 def test_paired_difference_with_a_t_interval(arms):
