@@ -116,11 +116,16 @@ def paired(values_a: list[float], values_b: list[float], labeled: int | str, sam
 
 
 def compare(a: Arm, b: Arm, metric: str = "image_auc", labeled: list[int] | None = None) -> list[Paired]:
-    """One row per labeled count both arms have (pairs only where both ran that sampling), and a
-    pooled row over every pair when there is more than one count."""
-    common = sorted(k for k in a.rows.keys() & b.rows.keys() if labeled is None or k[0] in labeled)
+    """One row per labeled count both arms have (pairs only where both ran that sampling and have
+    the metric: a run without lesion masks has no localization AUC), and a pooled row over every
+    pair when there is more than one count."""
+    common = sorted(
+        k
+        for k in a.rows.keys() & b.rows.keys()
+        if (labeled is None or k[0] in labeled) and None not in (a.rows[k].get(metric), b.rows[k].get(metric))
+    )
     if not common:
-        raise SystemExit(f"{a.name} and {b.name} share no (labeled, sampling) cell")
+        raise SystemExit(f"{a.name} and {b.name} share no (labeled, sampling) cell with a {metric}")
     out = []
     for count in sorted({n for n, _ in common}):
         keys = [k for k in common if k[0] == count]

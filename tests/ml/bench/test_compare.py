@@ -83,6 +83,11 @@ def test_folders_of_another_split_are_refused(arms, tmp_path):
         compare(load_arm(f"{arms[0]}:convnet"), load_arm(str(other)), labeled=[10])
 
 
+def test_runs_without_the_metric_are_not_paired(arms):
+    with pytest.raises(SystemExit, match="with a loc_auc"):  # every row here has loc_auc None
+        compare(load_arm(f"{arms[0]}:ssl-gan"), load_arm(str(arms[1])), "loc_auc")
+
+
 def test_main_prints_the_table(arms, capsys):
     main([f"{arms[0]}:ssl-gan", str(arms[1]), "--labeled", "20"])
     out = capsys.readouterr().out
