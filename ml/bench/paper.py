@@ -150,7 +150,12 @@ def run_cell(
         g_base=opts["g_base"],
         model_res=arrays.params.model_res,
     )
-    cfg = replace(cfg, precision=opts["precision"], unlabeled_weight=opts["unlabeled_weight"])
+    cfg = replace(
+        cfg,
+        precision=opts["precision"],
+        unlabeled_weight=opts["unlabeled_weight"],
+        fm_features=opts["fm_features"],
+    )
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
     dev = resolve_device(opts["device"])
@@ -213,6 +218,7 @@ def run_cell(
         "precision": cfg.precision,
         "unlabeled_weight": cfg.unlabeled_weight if cell.method == "ssl-gan" else None,
         "g_base": model_cfg.g_base if cell.method == "ssl-gan" else None,
+        "fm_features": cfg.fm_features if cell.method == "ssl-gan" else None,
         "step": cfg.step if cell.method == "ssl-gan" else "eager",  # the baselines always run eagerly
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
@@ -312,6 +318,7 @@ def folder_options(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "unlabeled_weight": args.unlabeled_weight,
         "g_base": args.g_base or m.g_base,
+        "fm_features": args.fm_features,
     }
 
 
@@ -334,6 +341,7 @@ _FOLDER_FLAGS = (
     ("precision", "--precision", "fp32"),
     ("unlabeled_weight", "--unlabeled-weight", 1.0),
     ("g_base", "--g-base", None),  # None: the folder's preset's generator width
+    ("fm_features", "--fm-features", "pooled"),
 )
 
 
@@ -376,6 +384,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "precision": p.opts["precision"],
         "unlabeled_weight": p.opts["unlabeled_weight"],
         "g_base": p.opts["g_base"],
+        "fm_features": p.opts["fm_features"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -478,7 +487,8 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         f"training patch labels {meta.get('train_labels', 'lesion')}, "
         f"training precision {meta.get('precision', 'fp32')}, "
         f"SSL-GAN unlabeled weight {meta.get('unlabeled_weight', 1.0)}, "
-        f"generator root width {meta.get('g_base', preset(meta['preset'])[0].g_base)}; {len(results)} runs, "
+        f"generator root width {meta.get('g_base', preset(meta['preset'])[0].g_base)}, "
+        f"feature matching on {meta.get('fm_features', 'pooled')} features; {len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
         "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",
@@ -635,6 +645,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="weight of the SSL-GAN discriminator's real-vs-fake term beside the supervised loss "
         "(1 as published; 0 trains the same discriminator on the labeled patches alone, an ablation)",
+    )
+    ap.add_argument(
+        "--fm-features",
+        dest="fm_features",
+        choices=["pooled", "spatial"],
+        default="pooled",
+        help="which of D's activations the SSL-GAN generator's feature matching compares: the pooled "
+        "features, or the last NiN layer's map per position as in Salimans et al.'s code",
     )
     ap.add_argument(
         "--g-base",

@@ -16,8 +16,9 @@ training iteration would no longer be the 763 GFLOP measured for the full model 
 ml/bench/train_speed.py, which counts it from the model).
 
 The K+1-class discriminator uses the standard parameterisation: K logits, the fake class's logit
-fixed at 0, so D(x) = Z / (Z + 1) with Z = sum(exp(logits)). ``features`` (the pooled activations
-after the NiN layers) are what the generator's feature-matching loss compares.
+fixed at 0, so D(x) = Z / (Z + 1) with Z = sum(exp(logits)). ``features`` (the activations
+after the NiN layers, pooled or per position: TrainConfig.fm_features) are what the generator's
+feature-matching loss compares.
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ class Discriminator(nn.Module):
         self.n_classes = cfg.n_classes
         self.pool_max = cfg.pool == "max"
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (logits (B, K), features (B, c2))."""
+    def forward(self, x: torch.Tensor, spatial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (logits (B, K), features): the pooled (B, c2), or with ``spatial`` the last NiN
+        layer's map (B, c2, h, w) that the pooling reads, for the generator's feature matching."""
         h = self.body(x)
         features = h.amax(dim=(2, 3)) if self.pool_max else h.mean(dim=(2, 3))
-        return self.head(features), features
+        return self.head(features), h if spatial else features
 
 
 def patch_logit(logits: torch.Tensor) -> torch.Tensor:

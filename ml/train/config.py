@@ -21,6 +21,7 @@ INPUT_NORMS = ("image", "none")
 POOLS = ("mean", "max")
 PRECISIONS = ("fp32", "bf16")
 STEPS = ("eager", "graph")
+FM_FEATURES = ("pooled", "spatial")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,11 @@ class TrainConfig:
     select_on_val: bool = True  # keep the EMA weights with the best validation AUC
     target_sensitivity: float = 0.87
     unlabeled_weight: float = 1.0
+    # Which of D's activations the generator's feature matching compares (batch means, L1):
+    # "pooled", the globally pooled features (what this project trained until 2026-11-28), or
+    # "spatial", the last NiN layer's map before pooling, as Salimans et al.'s code does
+    # (``layers[-3]``) and the method's text says ("the activations after the NiN layers").
+    fm_features: str = "pooled"
     # Supervised baselines (Table 5 for ResNet34): these apply only to ml.train.supervised.
     sup_lr: float = 1e-5
     patience: int = 20
@@ -98,6 +104,10 @@ class TrainConfig:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.step not in STEPS:
             raise ValueError(f"unknown step {self.step!r}; choose one of {', '.join(STEPS)}")
+        if self.fm_features not in FM_FEATURES:
+            raise ValueError(
+                f"unknown fm_features {self.fm_features!r}; choose one of {', '.join(FM_FEATURES)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))

@@ -24,5 +24,8 @@ def unsupervised_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> t
 
 
 def feature_matching_loss(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:
-    """L1 between the batch means of D's post-NiN activations on real and generated patches."""
+    """L1 between the batch means of D's post-NiN activations on real and generated patches.
+
+    Any shape (B, ...): pooled features (B, C) or the per-position map (B, C, h, w), whose batch
+    mean keeps one target per channel and position."""
     return (features_real.mean(dim=0) - features_fake.mean(dim=0)).abs().mean()

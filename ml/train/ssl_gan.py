@@ -142,10 +142,11 @@ class SSLGANStep:
         self.opt_d.step()
         # Generator step: feature matching against another unlabeled batch; D's weights get no grads.
         d.requires_grad_(False)
+        spatial = self.cfg.fm_features == "spatial"
         with torch.no_grad(), amp:
-            _, f_real = d(self._aug(x_unl2))
+            _, f_real = d(self._aug(x_unl2), spatial=spatial)
         with amp:
-            _, f_fake = d(g(g.sample_noise(bs, self.device, self.gen)))
+            _, f_fake = d(g(g.sample_noise(bs, self.device, self.gen)), spatial=spatial)
         loss_g = feature_matching_loss(f_real.float(), f_fake.float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

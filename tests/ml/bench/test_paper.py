@@ -301,3 +301,27 @@ def test_g_base_flag_builds_the_ssl_gan_generator_at_that_width(tmp_path):
     (out / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(SystemExit, match="--g-base 32"):
         paper.main([*argv, "--g-base", "16"])
+
+
+def test_fm_features_flag_reaches_the_ssl_gan_and_binds_the_folder(tmp_path):
+    from ml.train import ssl_gan
+
+    seen = []
+    out = _run_with_spy(
+        tmp_path,
+        ssl_gan,
+        ["--fm-features", "spatial"],
+        lambda d, c: seen.append(c.fm_features) or c,
+        methods="ssl-gan,convnet",
+    )
+    assert seen == ["spatial"]
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
+    assert rows["ssl-gan"]["fm_features"] == "spatial" and rows["convnet"]["fm_features"] is None
+    assert "feature matching on spatial features" in (out / "table.md").read_text()
+    # A folder written before the flag existed matched pooled features: resuming it with spatial is refused.
+    meta = json.loads((out / "meta.json").read_text())
+    argv = meta["command"].split()[3:]
+    del meta["fm_features"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="--fm-features pooled"):
+        paper.main(argv)

@@ -32,6 +32,8 @@ def test_discriminator_pooling_option():
     assert last.shape[-2:] == (4, 4)
     assert torch.allclose(mean_d(x)[1], last.mean(dim=(2, 3)))
     assert torch.allclose(max_d(x)[1], last.amax(dim=(2, 3)))
+    logits, spatial = mean_d(x, spatial=True)  # the map the generator's feature matching may compare
+    assert torch.equal(spatial, last) and torch.equal(logits, mean_d(x)[0])
     with pytest.raises(ValueError, match="unknown pool"):
         ModelConfig(pool="median")
 

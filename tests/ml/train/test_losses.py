@@ -54,3 +54,12 @@ def test_patch_logit_is_diseased_minus_healthy():
     assert patch_logit(torch.tensor([[0.7]])).item() == pytest.approx(0.7)
     # sigmoid(l1 - l0) is the diseased probability of the softmax over the two real classes.
     torch.testing.assert_close(torch.sigmoid(patch_logit(logits)), logits.softmax(1)[:, 1])
+
+
+def test_feature_matching_on_maps_keeps_each_position():
+    fr, ff = torch.randn(6, 3, 2, 2), torch.randn(5, 3, 2, 2)
+    direct = (fr.mean(0) - ff.mean(0)).abs().sum() / 12
+    torch.testing.assert_close(feature_matching_loss(fr, ff), direct)
+    # a map whose positions are swapped has the same pooled features but not the same means per position
+    swapped = ff.flip(-1)
+    assert feature_matching_loss(fr, swapped) != feature_matching_loss(fr, ff)

@@ -66,3 +66,27 @@ def test_graph_steps_are_refused_off_a_gpu():
         ssl_gan.train(toy_train_data(n_train=4, n_val=2, seed=1), cfg, device="cpu", model_cfg=model_cfg)
     with pytest.raises(ValueError, match="capturable=True on a CUDA device"):
         ssl_gan.GraphedStep(_step(capturable=True))
+
+
+def _fm_step(fm_features: str) -> ssl_gan.SSLGANStep:
+    model_cfg, cfg = preset("tiny", batch_size=8, fm_features=fm_features)
+    torch.manual_seed(0)
+    d, g = Discriminator(model_cfg), Generator(model_cfg)
+    init_weights(d)
+    init_weights(g)
+    return ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), torch.Generator().manual_seed(1))
+
+
+def test_spatial_feature_matching_compares_the_map_per_position():
+    """Same networks, batches and dropout masks: the D step is identical, and the generator's loss
+    is the L1 of the per-position batch-mean difference, never below the pooled one's (whose
+    per-channel difference is the mean of the per-position ones)."""
+    losses = {}
+    for fm in ("pooled", "spatial"):
+        torch.manual_seed(3)
+        losses[fm] = _fm_step(fm)(*_batches(0))
+    assert losses["spatial"]["d_sup"] == losses["pooled"]["d_sup"]
+    assert losses["spatial"]["d_unsup"] == losses["pooled"]["d_unsup"]
+    assert losses["spatial"]["g_fm"] > losses["pooled"]["g_fm"] * 1.05
+    with pytest.raises(ValueError, match="unknown fm_features 'mean'"):
+        TrainConfig(fm_features="mean")

@@ -1,0 +1,210 @@
+"""Does this SSL-GAN gain from unlabeled data where the method is known to? A sanity benchmark.
+
+On IDRiD the SSL-GAN does not beat its own supervised path (docs/benchmarks.md, (k)-(m)). That
+leaves two explanations: a defect in the GAN part of our implementation, or data on which
+feature matching does not help. Salimans et al. (2016) showed the method's gain on MNIST with
+100 labels; nothing can be downloaded here, so this uses scikit-learn's bundled handwritten
+digits (1,797 8x8 images, 10 classes) upsampled to 32x32. The networks, losses, iteration
+(``SSLGANStep``), initialisation and EMA are ml.train.ssl_gan's own, with K = 10, trained on
+``n`` labeled images per class plus every training image unlabeled. Arms (``--arms``): ``gan``
+is the method at the preset; ``sup`` the same trainer with the real-vs-fake term off (unlabeled
+weight 0 leaves only the supervised cross entropy on D); ``spatial`` matches the last NiN
+layer's map per position instead of the pooled features, as Salimans et al.'s code does;
+``g256`` widens the generator's root 4x; ``drop`` restores the published dropout, which the
+small preset drops. Test accuracy of the EMA discriminator after the last iteration (no
+selection: the test set is never used for choices). Augmentation is off: flips change digits'
+classes.
+
+    python -m ml.bench.digits --per-class 10 --seeds 3 --iters 1200 \
+        --arms gan,sup,gan-spatial,gan-g256 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ml.train.config import preset
+from ml.train.ema import EMA
+from ml.train.loop import epoch_indices, lr_factor, to_model_input
+from ml.train.ssl_gan import SSLGANStep, init_networks
+
+N_CLASSES = 10
+TEST_SIZE = 500
+
+
+def load_digits_uint8(res: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, res, res) uint8 images (grey in three channels, bilinear upsampling) and labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]
+    x = torch.nn.functional.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return x.numpy(), bunch.target.astype(np.int64)
+
+
+def split(y: np.ndarray, test_size: int = TEST_SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train / test indices, fixed by ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    train, test = train_test_split(idx, test_size=test_size, stratify=y, random_state=seed)
+    return np.sort(train), np.sort(test)
+
+
+def labeled_subset(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` positions of each class in ``y``, drawn by ``seed`` alone (the same for every arm)."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(N_CLASSES)]
+    return np.sort(np.concatenate(picks))
+
+
+# Arms: what each changes from the preset. "sup" is the trainer without the GAN term; "spatial"
+# matches features per position; "drop" is the published dropout; "g256" a 4x wider generator.
+ARMS: dict[str, dict] = {
+    "gan": {},
+    "sup": {"unlabeled_weight": 0.0},
+    "gan-spatial": {"fm_features": "spatial"},
+    "gan-g256": {"g_base": 256},
+    "gan-drop": {"dropout": (0.2, 0.5)},
+    "sup-drop": {"unlabeled_weight": 0.0, "dropout": (0.2, 0.5)},
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    per_class: int
+    seed: int
+    arm: str
+    iters: int
+    preset: str = "small"
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    logits, _ = model(to_model_input(torch.from_numpy(x)))
+    return float((logits.argmax(1).numpy() == y).mean())
+
+
+def run_cell(cell: Cell, threads: int = 1) -> dict:
+    """Train one arm on one labeled draw; the draw depends on (per_class, seed) only."""
+    torch.set_num_threads(threads)
+    x, y = load_digits_uint8()
+    tr, te = split(y)
+    lab = tr[labeled_subset(y[tr], cell.per_class, cell.seed)]
+    model_cfg, train_cfg = preset(cell.preset)
+    arm = ARMS[cell.arm]
+    model_cfg = replace(model_cfg, n_classes=N_CLASSES, g_base=arm.get("g_base", model_cfg.g_base))
+    if "dropout" in arm:
+        model_cfg = replace(model_cfg, input_dropout=arm["dropout"][0], dropout=arm["dropout"][1])
+    cfg = replace(
+        train_cfg,
+        augment=False,
+        seed=cell.seed,
+        unlabeled_weight=arm.get("unlabeled_weight", 1.0),
+        fm_features=arm.get("fm_features", "pooled"),
+    )
+    dev = torch.device("cpu")
+    torch.manual_seed(cfg.seed)
+    host_gen = torch.Generator().manual_seed(cfg.seed)
+    dev_gen = torch.Generator().manual_seed(cfg.seed + 1)
+
+    from ml.models.discriminator import Discriminator
+    from ml.models.generator import Generator
+
+    d, g = Discriminator(model_cfg), Generator(model_cfg)
+    x_lab, y_lab = torch.from_numpy(x[lab]), torch.from_numpy(y[lab])
+    x_unl = torch.from_numpy(x[tr])
+    init_networks(d, g, x_unl, host_gen, dev)
+    ema = EMA(d, cfg.ema_decay)
+    step = SSLGANStep(d, g, cfg, dev, dev_gen)
+    bs, t0 = cfg.batch_size, time.perf_counter()
+    il = epoch_indices(len(x_lab), cell.iters * bs, host_gen)
+    iu = epoch_indices(len(x_unl), cell.iters * bs, host_gen)
+    iu2 = epoch_indices(len(x_unl), cell.iters * bs, host_gen)
+    curve, tail, n_tail = [], {"d_unsup": 0.0, "g_fm": 0.0}, min(100, cell.iters)
+    for it in range(cell.iters):
+        step.set_lr(lr_factor(it, cell.iters, cfg.lr_decay_start))
+        sl = slice(it * bs, (it + 1) * bs)
+        losses = step(x_lab[il[sl]], y_lab[il[sl]], x_unl[iu[sl]], x_unl[iu2[sl]])
+        ema.update(d)
+        if it >= cell.iters - n_tail:  # the game's state at the end: mean losses of the last 100 steps
+            for k in tail:
+                tail[k] += float(losses[k]) / n_tail
+        if (it + 1) % max(1, cell.iters // 10) == 0:
+            curve.append(round(accuracy(ema.module, x[te], y[te]), 4))
+    return {
+        **cell.__dict__,
+        "labeled": int(len(lab)),
+        "unlabeled": int(len(tr)),
+        "test_acc": accuracy(ema.module, x[te], y[te]),
+        "test_curve": curve,
+        "final_d_unsup": round(tail["d_unsup"], 4),
+        "final_g_fm": round(tail["g_fm"], 4),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    """Test error (%) per labeled count and arm: the mean over seeds, then each seed's."""
+    counts = sorted({r["per_class"] for r in rows})
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    out = [
+        "| labeled per class | " + " | ".join(f"{a}: error %" for a in arms) + " |",
+        "|---|" + "---|" * len(arms),
+    ]
+    for n in counts:
+        cells = []
+        for a in arms:
+            errs = [100 * (1 - r["test_acc"]) for r in rows if r["per_class"] == n and r["arm"] == a]
+            cells.append(f"{np.mean(errs):.1f} ({' '.join(f'{e:.1f}' for e in errs)})")
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--per-class", default="2,5,10", help="labeled images per class, comma-separated")
+    ap.add_argument("--seeds", type=int, default=3, help="labeled draws (and training seeds) per count")
+    ap.add_argument(
+        "--arms",
+        default="gan,sup",
+        help=f"comma-separated, from {', '.join(ARMS)} (gan: the method; sup: no GAN term; "
+        "spatial: feature matching per position; g256: generator root 256; drop: dropout 0.2 / 0.5)",
+    )
+    ap.add_argument("--iters", type=int, default=3000, help="training iterations per run")
+    ap.add_argument("--preset", default="small", choices=["small", "tiny", "full"])
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--json", type=Path, help="write every run's figures to this file")
+    args = ap.parse_args(argv)
+    cells = [
+        Cell(int(n), s, arm, args.iters, args.preset)
+        for n in args.per_class.split(",")
+        for s in range(args.seeds)
+        for arm in args.arms.split(",")
+    ]
+    unknown = {c.arm for c in cells} - ARMS.keys()
+    if unknown:
+        ap.error(f"unknown arm(s) {', '.join(sorted(unknown))}; choose from {', '.join(ARMS)}")
+    with ProcessPoolExecutor(args.jobs) as pool:
+        rows = []
+        for row in pool.map(run_cell, cells, [args.threads] * len(cells)):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The digits sanity benchmark: its data, its labeled draws, and one short run of each kind."""
+
+import numpy as np
+import pytest
+
+from ml.bench import digits
+
+
+def test_digits_are_32px_uint8_images_in_three_grey_channels():
+    x, y = digits.load_digits_uint8()
+    assert x.shape == (1797, 3, 32, 32) and x.dtype == np.uint8
+    assert np.array_equal(x[:, 0], x[:, 2]) and x.max() == 255 and x.min() == 0
+    assert sorted(set(y.tolist())) == list(range(10))
+
+
+def test_split_and_labeled_draws():
+    _, y = digits.load_digits_uint8()
+    train, test = digits.split(y)
+    assert len(test) == digits.TEST_SIZE and not set(train) & set(test)
+    assert len(train) + len(test) == len(y)
+    a = digits.labeled_subset(y[train], 5, seed=1)
+    assert np.bincount(y[train][a], minlength=10).tolist() == [5] * 10
+    assert np.array_equal(a, digits.labeled_subset(y[train], 5, seed=1))
+    assert not np.array_equal(a, digits.labeled_subset(y[train], 5, seed=2))
+
+
+def test_short_runs_report_their_figures_and_only_the_gan_arm_trains_the_real_vs_fake_term():
+    rows = {
+        arm: digits.run_cell(digits.Cell(per_class=2, seed=0, arm=arm, iters=40, preset="tiny"))
+        for arm in ("gan-spatial", "sup")
+    }
+    for row in rows.values():
+        assert row["labeled"] == 20 and row["unlabeled"] == 1797 - digits.TEST_SIZE
+        assert 0.0 <= row["test_acc"] <= 1.0 and len(row["test_curve"]) == 10
+    # without the GAN term the real-vs-fake loss is only watched, never trained: it stays higher
+    assert rows["sup"]["final_d_unsup"] > 1.5 * rows["gan-spatial"]["final_d_unsup"]
+
+
+def test_unknown_arms_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        digits.main(["--arms", "gan,nope"])
+    assert "unknown arm(s) nope" in capsys.readouterr().err
