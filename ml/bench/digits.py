@@ -15,7 +15,7 @@ small preset drops. Test accuracy of the EMA discriminator after the last iterat
 selection: the test set is never used for choices). Augmentation is off: flips change digits'
 classes.
 
-    python -m ml.bench.digits --per-class 10 --seeds 3 --iters 1200 \
+    python -m ml.bench.digits --per-class 10 --seeds 3 --iters 1200 \\
         --arms gan,sup,gan-spatial,gan-g256 --jobs 2
 """
 
