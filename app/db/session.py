@@ -65,9 +65,28 @@ def make_engine(url: str, **kwargs) -> Engine:
     # local worker, a CLI) still meet at SQLite's lock and its busy timeout.
     writer = threading.Lock()
 
-    def _release(conn) -> None:
-        if conn.info.pop(_HOLDS_WRITER, False):
+    def _release(conn) -> None:  # conn: a Connection, a pool entry or a proxied DBAPI connection
+        try:
+            held = conn.info.pop(_HOLDS_WRITER, False)
+        except NotImplementedError:  # the ad-hoc connection of the dialect's first connect has no info
+            return
+        if held:
             writer.release()
+
+    # Hand the lock over only once SQLite has ended the transaction: the Connection's "commit" and
+    # "rollback" events fire before the driver's COMMIT, so a waiter woken there would meet SQLite's
+    # still-held lock and fall back to its polling busy handler.
+    dialect = engine.dialect  # one dialect object per engine: wrapping it touches no other engine
+    for name in ("do_commit", "do_rollback"):
+        end = getattr(dialect, name)
+
+        def _end_then_release(dbapi_conn, _end=end) -> None:
+            try:
+                _end(dbapi_conn)
+            finally:
+                _release(dbapi_conn)
+
+        setattr(dialect, name, _end_then_release)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
@@ -80,13 +99,13 @@ def make_engine(url: str, **kwargs) -> Engine:
             _release(conn)
             raise
 
-    event.listen(engine, "commit", _release)
-    event.listen(engine, "rollback", _release)
-
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_conn, record) -> None:  # a connection returned mid-transaction
-        if record.info.pop(_HOLDS_WRITER, False):
-            writer.release()
+        _release(record)
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(_dbapi_conn, record, _exc) -> None:  # closed: SQLite dropped its lock too
+        _release(record)
 
     return engine
 

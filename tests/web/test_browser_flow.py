@@ -89,7 +89,11 @@ def tighten_csp(route) -> None:
     if route.request.resource_type != "document":
         route.fallback()
         return
-    response = route.fetch(max_redirects=0)  # let the browser follow redirects (e.g. to /login) itself
+    # max_redirects=0: the browser follows redirects (e.g. to /login) itself. max_retries: this proxy
+    # fetch reuses a pooled keep-alive socket, which uvicorn closes after 5 idle seconds (while a
+    # training job runs, say); a request sent as it closes fails with ECONNRESET before the server
+    # saw it (Node's known keep-alive race), and Playwright retries only that error.
+    response = route.fetch(max_redirects=0, max_retries=2)
     route.fulfill(response=response, headers={**response.headers, "content-security-policy": STRICT_CSP})
 
 
