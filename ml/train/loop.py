@@ -187,9 +187,19 @@ def data_dependent_init(model: nn.Module, run: Callable[[], Any]) -> None:
     narrow network (the small and tiny presets) starts with activations that shrink layer by
     layer under N(0, 0.05) weights (fan-in 288 gives a gain of ~0.6 per layer), and the feature
     matching loss starts near 1e-7; with it, every width starts at the same scale.
+
+    Dropout is off while measuring, but batch norm (the generator's) normalises with the batch's
+    statistics, as it will in training: measured in eval mode, against running statistics that
+    are still (0, 1), a scale set for the un-normalised activations would blow up once training
+    normalises them (the generator's tanh started saturated, its samples binary noise, until
+    2026-11-28). The running statistics are restored afterwards, untouched by these passes.
     """
     was_training = model.training
-    model.eval()  # no dropout while measuring
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    saved = [(b, b.clone()) for b in model.buffers()]
     for m in model.modules():
         pz = getattr(m, "parametrizations", None)
         if pz is None or "weight" not in pz:
@@ -207,6 +217,8 @@ def data_dependent_init(model: nn.Module, run: Callable[[], Any]) -> None:
         g.mul_((1.0 / std).view_as(g))
         if getattr(m, "bias", None) is not None:
             m.bias.copy_(-mean / std)
+    for b, value in saved:
+        b.copy_(value)
     model.train(was_training)
 
 
