@@ -9,11 +9,12 @@ digits (1,797 8x8 images, 10 classes) upsampled to 32x32. The networks, losses, 
 ``n`` labeled images per class plus every training image unlabeled. Arms (``--arms``): ``gan``
 is the method at the preset; ``sup`` the same trainer with the real-vs-fake term off (unlabeled
 weight 0 leaves only the supervised cross entropy on D); ``spatial`` matches the last NiN
-layer's map per position instead of the pooled features, as Salimans et al.'s code does;
-``g256`` widens the generator's root 4x; ``drop`` restores the published dropout, which the
-small preset drops. Test accuracy of the EMA discriminator after the last iteration (no
-selection: the test set is never used for choices). Augmentation is off: flips change digits'
-classes.
+layer's map per position instead of the pooled features; ``g256`` widens the generator's root
+4x; ``drop`` restores the published dropout, which the small preset drops; ``pub`` keeps the
+discriminator's hidden weight-norm scales fixed and starts both output layers at std 0.1, as
+the published code does (``TrainConfig.wn_scales``). Test accuracy of the EMA discriminator
+after the last iteration (no selection: the test set is never used for choices). Augmentation
+is off: flips change digits' classes.
 
     python -m ml.bench.digits --per-class 10 --seeds 3 --iters 1200 \\
         --arms gan,sup,gan-spatial,gan-g256 --jobs 2
@@ -34,7 +35,7 @@ import torch
 from ml.train.config import preset
 from ml.train.ema import EMA
 from ml.train.loop import epoch_indices, lr_factor, to_model_input
-from ml.train.ssl_gan import SSLGANStep, init_networks
+from ml.train.ssl_gan import SSLGANStep, init_networks, output_std
 
 N_CLASSES = 10
 TEST_SIZE = 500
@@ -68,7 +69,8 @@ def labeled_subset(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 
 
 # Arms: what each changes from the preset. "sup" is the trainer without the GAN term; "spatial"
-# matches features per position; "drop" is the published dropout; "g256" a 4x wider generator.
+# matches features per position; "drop" is the published dropout; "g256" a 4x wider generator;
+# "pub" the weight-norm scales as Salimans et al.'s code has them (TrainConfig.wn_scales).
 ARMS: dict[str, dict] = {
     "gan": {},
     "sup": {"unlabeled_weight": 0.0},
@@ -76,6 +78,8 @@ ARMS: dict[str, dict] = {
     "gan-g256": {"g_base": 256},
     "gan-drop": {"dropout": (0.2, 0.5)},
     "sup-drop": {"unlabeled_weight": 0.0, "dropout": (0.2, 0.5)},
+    "gan-pub": {"wn_scales": "published"},
+    "gan-pub-drop": {"wn_scales": "published", "dropout": (0.2, 0.5)},
 }
 
 
@@ -111,6 +115,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
         seed=cell.seed,
         unlabeled_weight=arm.get("unlabeled_weight", 1.0),
         fm_features=arm.get("fm_features", "pooled"),
+        wn_scales=arm.get("wn_scales", "trainable"),
     )
     dev = torch.device("cpu")
     torch.manual_seed(cfg.seed)
@@ -123,7 +128,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
     d, g = Discriminator(model_cfg), Generator(model_cfg)
     x_lab, y_lab = torch.from_numpy(x[lab]), torch.from_numpy(y[lab])
     x_unl = torch.from_numpy(x[tr])
-    init_networks(d, g, x_unl, host_gen, dev)
+    init_networks(d, g, x_unl, host_gen, dev, out_std=output_std(cfg))
     ema = EMA(d, cfg.ema_decay)
     step = SSLGANStep(d, g, cfg, dev, dev_gen)
     bs, t0 = cfg.batch_size, time.perf_counter()
@@ -178,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         "--arms",
         default="gan,sup",
         help=f"comma-separated, from {', '.join(ARMS)} (gan: the method; sup: no GAN term; "
-        "spatial: feature matching per position; g256: generator root 256; drop: dropout 0.2 / 0.5)",
+        "spatial: feature matching per position; g256: generator root 256; drop: dropout 0.2 / 0.5; "
+        "pub: weight-norm scales as published)",
     )
     ap.add_argument("--iters", type=int, default=3000, help="training iterations per run")
     ap.add_argument("--preset", default="small", choices=["small", "tiny", "full"])

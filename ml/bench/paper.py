@@ -155,6 +155,7 @@ def run_cell(
         precision=opts["precision"],
         unlabeled_weight=opts["unlabeled_weight"],
         fm_features=opts["fm_features"],
+        wn_scales=opts["wn_scales"],
     )
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
@@ -219,6 +220,7 @@ def run_cell(
         "unlabeled_weight": cfg.unlabeled_weight if cell.method == "ssl-gan" else None,
         "g_base": model_cfg.g_base if cell.method == "ssl-gan" else None,
         "fm_features": cfg.fm_features if cell.method == "ssl-gan" else None,
+        "wn_scales": cfg.wn_scales if cell.method == "ssl-gan" else None,
         "step": cfg.step if cell.method == "ssl-gan" else "eager",  # the baselines always run eagerly
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
@@ -319,6 +321,7 @@ def folder_options(args: argparse.Namespace) -> dict[str, Any]:
         "unlabeled_weight": args.unlabeled_weight,
         "g_base": args.g_base or m.g_base,
         "fm_features": args.fm_features,
+        "wn_scales": args.wn_scales,
     }
 
 
@@ -342,6 +345,7 @@ _FOLDER_FLAGS = (
     ("unlabeled_weight", "--unlabeled-weight", 1.0),
     ("g_base", "--g-base", None),  # None: the folder's preset's generator width
     ("fm_features", "--fm-features", "pooled"),
+    ("wn_scales", "--wn-scales", "trainable"),
 )
 
 
@@ -385,6 +389,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "unlabeled_weight": p.opts["unlabeled_weight"],
         "g_base": p.opts["g_base"],
         "fm_features": p.opts["fm_features"],
+        "wn_scales": p.opts["wn_scales"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -488,7 +493,8 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         f"training precision {meta.get('precision', 'fp32')}, "
         f"SSL-GAN unlabeled weight {meta.get('unlabeled_weight', 1.0)}, "
         f"generator root width {meta.get('g_base', preset(meta['preset'])[0].g_base)}, "
-        f"feature matching on {meta.get('fm_features', 'pooled')} features; {len(results)} runs, "
+        f"feature matching on {meta.get('fm_features', 'pooled')} features, "
+        f"weight-norm scales {meta.get('wn_scales', 'trainable')}; {len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
         "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",
@@ -652,7 +658,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["pooled", "spatial"],
         default="pooled",
         help="which of D's activations the SSL-GAN generator's feature matching compares: the pooled "
-        "features, or the last NiN layer's map per position as in Salimans et al.'s code",
+        "features (as Salimans et al.'s CIFAR-10 code), or the last NiN layer's map per position",
+    )
+    ap.add_argument(
+        "--wn-scales",
+        dest="wn_scales",
+        choices=["trainable", "published"],
+        default="trainable",
+        help="the SSL-GAN's weight-norm scales: trainable everywhere, or as Salimans et al.'s code "
+        "(D's hidden scales fixed after the data-dependent init, both output layers starting at 0.1)",
     )
     ap.add_argument(
         "--g-base",

@@ -72,6 +72,12 @@ class Discriminator(nn.Module):
         return self.head(features), h if spatial else features
 
 
+def hidden_scales(d: Discriminator) -> list[nn.Parameter]:
+    """The weight-norm scales g of D's hidden layers (every one but the output layer's): what
+    ``TrainConfig.wn_scales = "published"`` keeps at their initial values."""
+    return [m.parametrizations.weight.original0 for m in d.body if hasattr(m, "parametrizations")]
+
+
 def patch_logit(logits: torch.Tensor) -> torch.Tensor:
     """The diseased-vs-healthy logit used downstream (l_diseased - l_healthy for K = 2).
 

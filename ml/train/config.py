@@ -22,6 +22,7 @@ POOLS = ("mean", "max")
 PRECISIONS = ("fp32", "bf16")
 STEPS = ("eager", "graph")
 FM_FEATURES = ("pooled", "spatial")
+WN_SCALES = ("trainable", "published")
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,17 @@ class TrainConfig:
     target_sensitivity: float = 0.87
     unlabeled_weight: float = 1.0
     # Which of D's activations the generator's feature matching compares (batch means, L1):
-    # "pooled", the globally pooled features (what this project trained until 2026-11-28), or
-    # "spatial", the last NiN layer's map before pooling, as Salimans et al.'s code does
-    # (``layers[-3]``) and the method's text says ("the activations after the NiN layers").
+    # "pooled", the globally pooled features, as Salimans et al.'s CIFAR-10 code does (the output
+    # of its global pooling layer), or "spatial", the last NiN layer's map before pooling, one
+    # reading of the method's "the activations after the NiN layers".
     fm_features: str = "pooled"
+    # Weight norm's scales g: "trainable" everywhere, each starting at unit pre-activations (what
+    # this project trained until 2026-11-28), or "published", as Salimans et al.'s code has them:
+    # the discriminator's hidden layers keep the scales their data-dependent init gave them (only
+    # directions and biases train), while D's output layer and G's last layer train theirs and
+    # start at pre-activations of std 0.1. Fixed hidden scales stop D from sharpening its features
+    # at will, which is how it ran away from the generator.
+    wn_scales: str = "trainable"
     # Supervised baselines (Table 5 for ResNet34): these apply only to ml.train.supervised.
     sup_lr: float = 1e-5
     patience: int = 20
@@ -108,6 +116,8 @@ class TrainConfig:
             raise ValueError(
                 f"unknown fm_features {self.fm_features!r}; choose one of {', '.join(FM_FEATURES)}"
             )
+        if self.wn_scales not in WN_SCALES:
+            raise ValueError(f"unknown wn_scales {self.wn_scales!r}; choose one of {', '.join(WN_SCALES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))

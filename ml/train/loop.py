@@ -179,7 +179,7 @@ def init_weights(model: nn.Module, std: float = 0.05) -> None:
 
 
 @torch.no_grad()
-def data_dependent_init(model: nn.Module, run: Callable[[], Any]) -> None:
+def data_dependent_init(model: nn.Module, run: Callable[[], Any], last_std: float = 1.0) -> None:
     """Weight norm's data-dependent init (Salimans & Kingma 2016), layer by layer in forward order.
 
     Each weight-normed layer's scale and bias are set so that its pre-activations on the batch
@@ -193,6 +193,8 @@ def data_dependent_init(model: nn.Module, run: Callable[[], Any]) -> None:
     are still (0, 1), a scale set for the un-normalised activations would blow up once training
     normalises them (the generator's tanh started saturated, its samples binary noise, until
     2026-11-28). The running statistics are restored afterwards, untouched by these passes.
+    ``last_std``: the target std of the last weight-normed layer (the output layer of both
+    networks; Salimans et al.'s code starts those at 0.1).
     """
     was_training = model.training
     model.train()
@@ -200,10 +202,9 @@ def data_dependent_init(model: nn.Module, run: Callable[[], Any]) -> None:
         if isinstance(m, nn.Dropout):
             m.eval()
     saved = [(b, b.clone()) for b in model.buffers()]
-    for m in model.modules():
-        pz = getattr(m, "parametrizations", None)
-        if pz is None or "weight" not in pz:
-            continue
+    normed = [m for m in model.modules() if "weight" in getattr(m, "parametrizations", {})]
+    for m in normed:
+        pz = m.parametrizations
         seen: list[torch.Tensor] = []
         handle = m.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out.detach()))
         try:
@@ -212,7 +213,7 @@ def data_dependent_init(model: nn.Module, run: Callable[[], Any]) -> None:
             handle.remove()
         out = seen[0]
         dims = [d for d in range(out.dim()) if d != 1]
-        mean, std = out.mean(dim=dims), out.std(dim=dims) + 1e-6
+        mean, std = out.mean(dim=dims), out.std(dim=dims) / (last_std if m is normed[-1] else 1.0) + 1e-6
         g = pz.weight.original0
         g.mul_((1.0 / std).view_as(g))
         if getattr(m, "bias", None) is not None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ml.models.discriminator import Discriminator
+from ml.models.discriminator import Discriminator, hidden_scales
 from ml.models.generator import Generator
 from ml.train.augment import pad_crop_flip
 from ml.train.config import ModelConfig, TrainConfig, preset
@@ -100,7 +100,9 @@ class SSLGANStep:
         def lr() -> float | torch.Tensor:  # a captured step reads its learning rate from the device
             return torch.tensor(cfg.lr, device=device) if capturable else cfg.lr
 
-        self.opt_d = torch.optim.Adam(d.parameters(), lr=lr(), betas=(cfg.beta1, 0.999), **kw)
+        fixed = {id(p) for p in hidden_scales(d)} if cfg.wn_scales == "published" else set()
+        d_params = [p for p in d.parameters() if id(p) not in fixed]
+        self.opt_d = torch.optim.Adam(d_params, lr=lr(), betas=(cfg.beta1, 0.999), **kw)
         self.opt_g = torch.optim.Adam(g.parameters(), lr=lr(), betas=(cfg.beta1, 0.999), **kw)
 
     def set_lr(self, factor: float) -> None:
@@ -232,14 +234,20 @@ def init_networks(
     gen: torch.Generator,
     device: torch.device,
     n: int = 500,
+    out_std: float = 1.0,
 ) -> None:
-    """N(0, 0.05) weights, zero biases, then weight norm's data-dependent init on one batch."""
+    """N(0, 0.05) weights, zero biases, then weight norm's data-dependent init on one batch;
+    ``out_std``: the starting std of both networks' output layers (0.1 with published scales)."""
     init_weights(d)
     init_weights(g)
     batch = to_model_input(x_unl[torch.randperm(len(x_unl), generator=gen)[:n].to(device)])
-    data_dependent_init(d, lambda: d(batch))
+    data_dependent_init(d, lambda: d(batch), last_std=out_std)
     z = g.sample_noise(min(n, 256), device)
-    data_dependent_init(g, lambda: g(z))
+    data_dependent_init(g, lambda: g(z), last_std=out_std)
+
+
+def output_std(cfg: TrainConfig) -> float:
+    return 0.1 if cfg.wn_scales == "published" else 1.0
 
 
 def train(
@@ -271,7 +279,7 @@ def train(
     x_lab = torch.from_numpy(x_lab_np).to(dev)  # data stays on the device as uint8
     y_lab = torch.from_numpy(y_lab_np).to(dev)
     x_unl = torch.from_numpy(x_unl_np).to(dev)
-    init_networks(d, g, x_unl, host_gen, dev)
+    init_networks(d, g, x_unl, host_gen, dev, out_std=output_std(cfg))
     ema = EMA(d, cfg.ema_decay)
     step = make_step(d, g, cfg, dev, dev_gen)
     ipe = iters_per_epoch(len(x_unl_np), cfg)

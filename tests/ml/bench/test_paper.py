@@ -303,25 +303,34 @@ def test_g_base_flag_builds_the_ssl_gan_generator_at_that_width(tmp_path):
         paper.main([*argv, "--g-base", "16"])
 
 
-def test_fm_features_flag_reaches_the_ssl_gan_and_binds_the_folder(tmp_path):
+@pytest.mark.parametrize(
+    ("flag", "field", "value", "default", "in_table"),
+    [
+        ("--fm-features", "fm_features", "spatial", "pooled", "feature matching on spatial features"),
+        ("--wn-scales", "wn_scales", "published", "trainable", "weight-norm scales published"),
+    ],
+)
+def test_an_ssl_gan_flag_reaches_the_trainer_and_binds_the_folder(
+    tmp_path, flag, field, value, default, in_table
+):
     from ml.train import ssl_gan
 
     seen = []
     out = _run_with_spy(
         tmp_path,
         ssl_gan,
-        ["--fm-features", "spatial"],
-        lambda d, c: seen.append(c.fm_features) or c,
+        [flag, value],
+        lambda d, c: seen.append(getattr(c, field)) or c,
         methods="ssl-gan,convnet",
     )
-    assert seen == ["spatial"]
+    assert seen == [value]
     rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
-    assert rows["ssl-gan"]["fm_features"] == "spatial" and rows["convnet"]["fm_features"] is None
-    assert "feature matching on spatial features" in (out / "table.md").read_text()
-    # A folder written before the flag existed matched pooled features: resuming it with spatial is refused.
+    assert rows["ssl-gan"][field] == value and rows["convnet"][field] is None
+    assert in_table in (out / "table.md").read_text()
+    # A folder written before the flag existed ran with its default: resuming it with the value is refused.
     meta = json.loads((out / "meta.json").read_text())
     argv = meta["command"].split()[3:]
-    del meta["fm_features"]
+    del meta[field]
     (out / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(SystemExit, match="--fm-features pooled"):
+    with pytest.raises(SystemExit, match=f"{flag} {default}"):
         paper.main(argv)
