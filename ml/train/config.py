@@ -86,8 +86,8 @@ class TrainConfig:
     # this project trained until 2026-11-28), or "published", as Salimans et al.'s code has them:
     # the discriminator's hidden layers keep the scales their data-dependent init gave them (only
     # directions and biases train), while D's output layer and G's last layer train theirs and
-    # start at pre-activations of std 0.1. Fixed hidden scales stop D from sharpening its features
-    # at will, which is how it ran away from the generator.
+    # start at pre-activations of std 0.1 (docs/method.md "Initialisation"; measured on digits
+    # in docs/benchmarks.md (n), not yet on IDRiD).
     wn_scales: str = "trainable"
     # Supervised baselines (Table 5 for ResNet34): these apply only to ml.train.supervised.
     sup_lr: float = 1e-5

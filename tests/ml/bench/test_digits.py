@@ -33,7 +33,8 @@ def test_short_runs_report_their_figures_and_only_the_gan_arm_trains_the_real_vs
         assert row["labeled"] == 20 and row["unlabeled"] == 1797 - digits.TEST_SIZE
         assert 0.0 <= row["test_acc"] <= 1.0 and len(row["test_curve"]) == 10
     # without the GAN term the real-vs-fake loss is only watched, never trained: it stays higher
-    assert rows["sup"]["final_d_unsup"] > 1.5 * rows["gan-spatial"]["final_d_unsup"]
+    # (by less since the generator's init was fixed: a live generator keeps the trained term up too)
+    assert rows["sup"]["final_d_unsup"] > rows["gan-spatial"]["final_d_unsup"]
 
 
 def test_unknown_arms_are_refused(capsys):
