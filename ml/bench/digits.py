@@ -70,7 +70,8 @@ def labeled_subset(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 
 # Arms: what each changes from the preset. "sup" is the trainer without the GAN term; "spatial"
 # matches features per position; "drop" is the published dropout; "g256" a 4x wider generator;
-# "pub" the weight-norm scales as Salimans et al.'s code has them (TrainConfig.wn_scales).
+# "pub" the weight-norm scales as Salimans et al.'s code has them (TrainConfig.wn_scales); "eps"
+# Adam's epsilon floor as that code has it (TrainConfig.adam_eps).
 ARMS: dict[str, dict] = {
     "gan": {},
     "sup": {"unlabeled_weight": 0.0},
@@ -80,6 +81,8 @@ ARMS: dict[str, dict] = {
     "sup-drop": {"unlabeled_weight": 0.0, "dropout": (0.2, 0.5)},
     "gan-pub": {"wn_scales": "published"},
     "gan-pub-drop": {"wn_scales": "published", "dropout": (0.2, 0.5)},
+    "gan-eps": {"adam_eps": 1e-4},
+    "gan-pub-eps": {"wn_scales": "published", "adam_eps": 1e-4},
 }
 
 
@@ -116,6 +119,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
         unlabeled_weight=arm.get("unlabeled_weight", 1.0),
         fm_features=arm.get("fm_features", "pooled"),
         wn_scales=arm.get("wn_scales", "trainable"),
+        adam_eps=arm.get("adam_eps", train_cfg.adam_eps),
     )
     dev = torch.device("cpu")
     torch.manual_seed(cfg.seed)

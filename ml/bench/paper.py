@@ -156,6 +156,7 @@ def run_cell(
         unlabeled_weight=opts["unlabeled_weight"],
         fm_features=opts["fm_features"],
         wn_scales=opts["wn_scales"],
+        adam_eps=opts["adam_eps"],
     )
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
@@ -221,6 +222,7 @@ def run_cell(
         "g_base": model_cfg.g_base if cell.method == "ssl-gan" else None,
         "fm_features": cfg.fm_features if cell.method == "ssl-gan" else None,
         "wn_scales": cfg.wn_scales if cell.method == "ssl-gan" else None,
+        "adam_eps": cfg.adam_eps if cell.method == "ssl-gan" else None,
         "step": cfg.step if cell.method == "ssl-gan" else "eager",  # the baselines always run eagerly
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
@@ -322,6 +324,7 @@ def folder_options(args: argparse.Namespace) -> dict[str, Any]:
         "g_base": args.g_base or m.g_base,
         "fm_features": args.fm_features,
         "wn_scales": args.wn_scales,
+        "adam_eps": args.adam_eps,
     }
 
 
@@ -346,6 +349,7 @@ _FOLDER_FLAGS = (
     ("g_base", "--g-base", None),  # None: the folder's preset's generator width
     ("fm_features", "--fm-features", "pooled"),
     ("wn_scales", "--wn-scales", "trainable"),
+    ("adam_eps", "--adam-eps", 1e-8),
 )
 
 
@@ -390,6 +394,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "g_base": p.opts["g_base"],
         "fm_features": p.opts["fm_features"],
         "wn_scales": p.opts["wn_scales"],
+        "adam_eps": p.opts["adam_eps"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -494,7 +499,8 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         f"SSL-GAN unlabeled weight {meta.get('unlabeled_weight', 1.0)}, "
         f"generator root width {meta.get('g_base', preset(meta['preset'])[0].g_base)}, "
         f"feature matching on {meta.get('fm_features', 'pooled')} features, "
-        f"weight-norm scales {meta.get('wn_scales', 'trainable')}; {len(results)} runs, "
+        f"weight-norm scales {meta.get('wn_scales', 'trainable')}, "
+        f"Adam epsilon {meta.get('adam_eps', 1e-8):g}; {len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
         "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",
@@ -667,6 +673,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default="trainable",
         help="the SSL-GAN's weight-norm scales: trainable everywhere, or as Salimans et al.'s code "
         "(D's hidden scales fixed after the data-dependent init, both output layers starting at 0.1)",
+    )
+    ap.add_argument(
+        "--adam-eps",
+        dest="adam_eps",
+        type=float,
+        default=1e-8,
+        help="Adam's epsilon for the SSL-GAN's two networks (1e-8, PyTorch's; 1e-4 reproduces the "
+        "floor of Salimans et al.'s code, which adds 1e-8 under the square root)",
     )
     ap.add_argument(
         "--g-base",

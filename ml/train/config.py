@@ -89,6 +89,11 @@ class TrainConfig:
     # start at pre-activations of std 0.1 (docs/method.md "Initialisation"; measured on digits
     # in docs/benchmarks.md (n), not yet on IDRiD).
     wn_scales: str = "trainable"
+    # Adam's epsilon for both GAN networks. PyTorch adds it to sqrt(v); Salimans et al.'s code adds
+    # 1e-8 to v under the root, so a parameter whose gradient RMS is far below 1e-4 (D's, once it
+    # wins the game) takes steps far below the learning rate there instead of full-size ones.
+    # 1e-4 reproduces that floor within a factor of sqrt(2) (docs/method.md "Optimiser").
+    adam_eps: float = 1e-8
     # Supervised baselines (Table 5 for ResNet34): these apply only to ml.train.supervised.
     sup_lr: float = 1e-5
     patience: int = 20
@@ -118,6 +123,8 @@ class TrainConfig:
             )
         if self.wn_scales not in WN_SCALES:
             raise ValueError(f"unknown wn_scales {self.wn_scales!r}; choose one of {', '.join(WN_SCALES)}")
+        if not 0.0 < self.adam_eps < 1.0:
+            raise ValueError(f"adam_eps must lie in (0, 1), not {self.adam_eps!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))

@@ -102,8 +102,9 @@ class SSLGANStep:
 
         fixed = {id(p) for p in hidden_scales(d)} if cfg.wn_scales == "published" else set()
         d_params = [p for p in d.parameters() if id(p) not in fixed]
-        self.opt_d = torch.optim.Adam(d_params, lr=lr(), betas=(cfg.beta1, 0.999), **kw)
-        self.opt_g = torch.optim.Adam(g.parameters(), lr=lr(), betas=(cfg.beta1, 0.999), **kw)
+        kw |= {"betas": (cfg.beta1, 0.999), "eps": cfg.adam_eps}
+        self.opt_d = torch.optim.Adam(d_params, lr=lr(), **kw)
+        self.opt_g = torch.optim.Adam(g.parameters(), lr=lr(), **kw)
 
     def set_lr(self, factor: float) -> None:
         for opt in (self.opt_d, self.opt_g):

@@ -304,14 +304,15 @@ def test_g_base_flag_builds_the_ssl_gan_generator_at_that_width(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("flag", "field", "value", "default", "in_table"),
+    ("flag", "field", "text", "value", "default", "in_table"),
     [
-        ("--fm-features", "fm_features", "spatial", "pooled", "feature matching on spatial features"),
-        ("--wn-scales", "wn_scales", "published", "trainable", "weight-norm scales published"),
+        ("--fm-features", "fm_features", "spatial", "spatial", "pooled", "feature matching on spatial"),
+        ("--wn-scales", "wn_scales", "published", "published", "trainable", "weight-norm scales published"),
+        ("--adam-eps", "adam_eps", "1e-4", 1e-4, "1e-08", "Adam epsilon 0.0001"),
     ],
 )
 def test_an_ssl_gan_flag_reaches_the_trainer_and_binds_the_folder(
-    tmp_path, flag, field, value, default, in_table
+    tmp_path, flag, field, text, value, default, in_table
 ):
     from ml.train import ssl_gan
 
@@ -319,7 +320,7 @@ def test_an_ssl_gan_flag_reaches_the_trainer_and_binds_the_folder(
     out = _run_with_spy(
         tmp_path,
         ssl_gan,
-        [flag, value],
+        [flag, text],
         lambda d, c: seen.append(getattr(c, field)) or c,
         methods="ssl-gan,convnet",
     )

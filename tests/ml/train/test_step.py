@@ -90,3 +90,28 @@ def test_spatial_feature_matching_compares_the_map_per_position():
     assert losses["spatial"]["g_fm"] > losses["pooled"]["g_fm"] * 1.05
     with pytest.raises(ValueError, match="unknown fm_features 'mean'"):
         TrainConfig(fm_features="mean")
+
+
+@pytest.mark.parametrize("adam_eps", [1e-8, 1e-4])
+def test_adams_epsilon_is_the_one_configured(adam_eps: float):
+    """Adam's first step is lr * g / (|g| + eps) per weight: with the published code's floor
+    (1e-4) weights with tiny gradients barely move, with PyTorch's default they move by lr."""
+    model_cfg, cfg = preset("tiny", batch_size=8, adam_eps=adam_eps)
+    torch.manual_seed(0)
+    d, g = Discriminator(model_cfg), Generator(model_cfg)
+    init_weights(d)
+    init_weights(g)
+    step = ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), torch.Generator().manual_seed(1))
+    before = [p.detach().clone() for p in d.parameters()]
+    torch.manual_seed(0)
+    step(*_batches(0))
+    for p, p0 in zip(d.parameters(), before, strict=True):
+        want = p0 - cfg.lr * p.grad / (p.grad.abs() + adam_eps)
+        assert torch.allclose(p.detach(), want, rtol=0, atol=cfg.lr * 1e-3)
+    grads = torch.cat([p.grad.flatten().abs() for p in d.parameters()])
+    assert (grads < 1e-5).any() and (grads > 1e-3).any()  # both regimes are exercised
+
+
+def test_adams_epsilon_must_be_positive():
+    with pytest.raises(ValueError, match="adam_eps must lie in"):
+        TrainConfig(adam_eps=0.0)
