@@ -82,6 +82,7 @@ ARMS: dict[str, dict] = {
     "gan-pub": {"wn_scales": "published"},
     "gan-pub-drop": {"wn_scales": "published", "dropout": (0.2, 0.5)},
     "gan-eps": {"adam_eps": 1e-4},
+    "sup-eps": {"unlabeled_weight": 0.0, "adam_eps": 1e-4},
     "gan-pub-eps": {"wn_scales": "published", "adam_eps": 1e-4},
 }
 
