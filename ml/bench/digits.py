@@ -12,7 +12,8 @@ weight 0 leaves only the supervised cross entropy on D); ``spatial`` matches the
 layer's map per position instead of the pooled features; ``g256`` widens the generator's root
 4x; ``drop`` restores the published dropout, which the small preset drops; ``pub`` keeps the
 discriminator's hidden weight-norm scales fixed and starts both output layers at std 0.1, as
-the published code does (``TrainConfig.wn_scales``). Test accuracy of the EMA discriminator
+the published code does (``TrainConfig.wn_scales``); ``eps`` gives Adam the published code's
+epsilon floor (``TrainConfig.adam_eps`` 1e-4). Test accuracy of the EMA discriminator
 after the last iteration (no selection: the test set is never used for choices). Augmentation
 is off: flips change digits' classes.
 
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         default="gan,sup",
         help=f"comma-separated, from {', '.join(ARMS)} (gan: the method; sup: no GAN term; "
         "spatial: feature matching per position; g256: generator root 256; drop: dropout 0.2 / 0.5; "
-        "pub: weight-norm scales as published)",
+        "pub: weight-norm scales as published; eps: Adam's epsilon floor as published)",
     )
     ap.add_argument("--iters", type=int, default=3000, help="training iterations per run")
     ap.add_argument("--preset", default="small", choices=["small", "tiny", "full"])

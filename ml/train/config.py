@@ -86,13 +86,14 @@ class TrainConfig:
     # this project trained until 2026-11-28), or "published", as Salimans et al.'s code has them:
     # the discriminator's hidden layers keep the scales their data-dependent init gave them (only
     # directions and biases train), while D's output layer and G's last layer train theirs and
-    # start at pre-activations of std 0.1 (docs/method.md "Initialisation"; measured on digits
-    # in docs/benchmarks.md (n), not yet on IDRiD).
+    # start at pre-activations of std 0.1 (docs/method.md "Initialisation"; measured in
+    # docs/benchmarks.md (n) and (o)).
     wn_scales: str = "trainable"
     # Adam's epsilon for both GAN networks. PyTorch adds it to sqrt(v); Salimans et al.'s code adds
     # 1e-8 to v under the root, so a parameter whose gradient RMS is far below 1e-4 (D's, once it
     # wins the game) takes steps far below the learning rate there instead of full-size ones.
-    # 1e-4 reproduces that floor within a factor of sqrt(2) (docs/method.md "Optimiser").
+    # 1e-4 reproduces that floor within a factor of sqrt(2) (docs/method.md "Optimiser epsilon";
+    # measured in docs/benchmarks.md (o)).
     adam_eps: float = 1e-8
     # Supervised baselines (Table 5 for ResNet34): these apply only to ml.train.supervised.
     sup_lr: float = 1e-5
