@@ -32,6 +32,15 @@ def bench_paper(
         None, help="SSL-GAN real-vs-fake term's weight (1 as published; 0 = no GAN term, an ablation)"
     ),
     g_base: int | None = typer.Option(None, help="SSL-GAN generator root width (preset: 512 full, 64 small)"),
+    fm_features: str | None = typer.Option(
+        None, help="SSL-GAN feature matching on D's pooled features (default, as published) | spatial"
+    ),
+    wn_scales: str | None = typer.Option(
+        None, help="SSL-GAN weight-norm scales: trainable (default) | published (Salimans et al.'s code)"
+    ),
+    adam_eps: float | None = typer.Option(
+        None, help="SSL-GAN Adam epsilon (1e-8 default; 1e-4 = the published code's floor)"
+    ),
     max_iters_per_epoch: int | None = typer.Option(None, help="cap iterations per epoch"),
     eval_every: int | None = typer.Option(None, help="epochs between validation evaluations"),
     resnet_epochs: int | None = typer.Option(None, help="epoch cap of the ResNet34 baseline"),
@@ -71,6 +80,9 @@ def bench_paper(
         ("--step", step),
         ("--unlabeled-weight", unlabeled_weight),
         ("--g-base", g_base),
+        ("--fm-features", fm_features),
+        ("--wn-scales", wn_scales),
+        ("--adam-eps", adam_eps),
         ("--max-iters-per-epoch", max_iters_per_epoch),
         ("--eval-every", eval_every),
         ("--resnet-epochs", resnet_epochs),

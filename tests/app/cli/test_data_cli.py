@@ -92,6 +92,7 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     args = ["bench", "paper", "--data", "x.npz", "--input-norm", "none", "--pool", "max"]
     args += ["--dropout", "0,0.1", "--train-labels", "image", "--precision", "bf16", "--step", "graph"]
     args += ["--unlabeled-weight", "0.3", "--g-base", "128"]
+    args += ["--fm-features", "spatial", "--wn-scales", "published", "--adam-eps", "1e-4"]
     result = runner.invoke(cli, [*args, "--out", "o"])
     assert result.exit_code == 0, result.output
     argv = seen[0]
@@ -103,6 +104,9 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     assert paper.folder_options(parsed)["precision"] == "bf16" and parsed.step == "graph"
     assert paper.folder_options(parsed)["unlabeled_weight"] == 0.3
     assert paper.folder_options(parsed)["g_base"] == 128
+    assert paper.folder_options(parsed)["fm_features"] == "spatial"
+    assert paper.folder_options(parsed)["wn_scales"] == "published"
+    assert paper.folder_options(parsed)["adam_eps"] == 1e-4
 
 
 def test_bench_train_speed_passes_the_budget_and_profile_through(monkeypatch: pytest.MonkeyPatch) -> None:
