@@ -186,6 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-class", default="2,5,10", help="labeled images per class, comma-separated")
     ap.add_argument("--seeds", type=int, default=3, help="labeled draws (and training seeds) per count")
     ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds run are first-seed .. first-seed + seeds - 1 (to add draws to an earlier run)",
+    )
+    ap.add_argument(
         "--arms",
         default="gan,sup",
         help=f"comma-separated, from {', '.join(ARMS)} (gan: the method; sup: no GAN term; "
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     cells = [
         Cell(int(n), s, arm, args.iters, args.preset)
         for n in args.per_class.split(",")
-        for s in range(args.seeds)
+        for s in range(args.first_seed, args.first_seed + args.seeds)
         for arm in args.arms.split(",")
     ]
     unknown = {c.arm for c in cells} - ARMS.keys()

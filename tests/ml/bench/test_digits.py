@@ -1,5 +1,7 @@
 """The digits sanity benchmark: its data, its labeled draws, and one short run of each kind."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -41,3 +43,14 @@ def test_unknown_arms_are_refused(capsys):
     with pytest.raises(SystemExit):
         digits.main(["--arms", "gan,nope"])
     assert "unknown arm(s) nope" in capsys.readouterr().err
+
+
+def test_first_seed_adds_draws_after_an_earlier_run(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    digits.main(
+        ["--per-class", "2", "--seeds", "2", "--first-seed", "3", "--arms", "sup"]
+        + ["--iters", "10", "--preset", "tiny", "--json", str(out)]
+    )
+    rows = json.loads(out.read_text())
+    assert [r["seed"] for r in rows] == [3, 4]
+    assert "| 2 | " in capsys.readouterr().out
