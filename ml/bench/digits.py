@@ -17,6 +17,11 @@ epsilon floor (``TrainConfig.adam_eps`` 1e-4). Test accuracy of the EMA discrimi
 after the last iteration (no selection: the test set is never used for choices). Augmentation
 is off: flips change digits' classes.
 
+``--positive D`` turns the ten classes into IDRiD's shape of problem: K = 2, digit D (a tenth
+of the labeled and of the unlabeled images, as lesion patches are a minority of the patches)
+against the other nine, scored by the test AUC of the diseased-style logit l1 - l0. The labeled
+draw is the ten-class task's, so the two tasks are paired seed by seed.
+
     python -m ml.bench.digits --per-class 10 --seeds 3 --iters 1200 \\
         --arms gan,sup,gan-spatial,gan-g256 --jobs 2
 """
@@ -33,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ml.eval.metrics import auc
 from ml.train.config import preset
 from ml.train.ema import EMA
 from ml.train.loop import epoch_indices, lr_factor, to_model_input
@@ -95,12 +101,22 @@ class Cell:
     arm: str
     iters: int
     preset: str = "small"
+    positive: int | None = None  # one digit against the other nine (K = 2) instead of ten classes
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+def score(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy; with two classes also the AUC of logit 1 - logit 0, the patch logit of ml/."""
     logits, _ = model(to_model_input(torch.from_numpy(x)))
-    return float((logits.argmax(1).numpy() == y).mean())
+    out = {"acc": float((logits.argmax(1).numpy() == y).mean())}
+    if logits.shape[1] == 2:
+        out["auc"] = auc(y, (logits[:, 1] - logits[:, 0]).numpy())
+    return out
+
+
+def task_labels(y: np.ndarray, positive: int | None) -> np.ndarray:
+    """The ten digit classes, or 1 for ``positive`` and 0 for every other digit."""
+    return y if positive is None else (y == positive).astype(np.int64)
 
 
 def run_cell(cell: Cell, threads: int = 1) -> dict:
@@ -108,10 +124,12 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
     torch.set_num_threads(threads)
     x, y = load_digits_uint8()
     tr, te = split(y)
-    lab = tr[labeled_subset(y[tr], cell.per_class, cell.seed)]
+    lab = tr[labeled_subset(y[tr], cell.per_class, cell.seed)]  # the same draw for either task
+    y = task_labels(y, cell.positive)
     model_cfg, train_cfg = preset(cell.preset)
     arm = ARMS[cell.arm]
-    model_cfg = replace(model_cfg, n_classes=N_CLASSES, g_base=arm.get("g_base", model_cfg.g_base))
+    n_classes = N_CLASSES if cell.positive is None else 2
+    model_cfg = replace(model_cfg, n_classes=n_classes, g_base=arm.get("g_base", model_cfg.g_base))
     if "dropout" in arm:
         model_cfg = replace(model_cfg, input_dropout=arm["dropout"][0], dropout=arm["dropout"][1])
     cfg = replace(
@@ -151,12 +169,14 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
             for k in tail:
                 tail[k] += float(losses[k]) / n_tail
         if (it + 1) % max(1, cell.iters // 10) == 0:
-            curve.append(round(accuracy(ema.module, x[te], y[te]), 4))
+            m = score(ema.module, x[te], y[te])
+            curve.append(round(m.get("auc", m["acc"]), 4))  # AUC for the binary task
+    final = score(ema.module, x[te], y[te])
     return {
         **cell.__dict__,
         "labeled": int(len(lab)),
         "unlabeled": int(len(tr)),
-        "test_acc": accuracy(ema.module, x[te], y[te]),
+        **{f"test_{k}": v for k, v in final.items()},
         "test_curve": curve,
         "final_d_unsup": round(tail["d_unsup"], 4),
         "final_g_fm": round(tail["g_fm"], 4),
@@ -165,18 +185,25 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """Test error (%) per labeled count and arm: the mean over seeds, then each seed's."""
+    """Test error (%), or AUC (%) for the binary task, per labeled count and arm: the mean over
+    seeds, then each seed's."""
     counts = sorted({r["per_class"] for r in rows})
     arms = list(dict.fromkeys(r["arm"] for r in rows))
+    binary = all("test_auc" in r for r in rows)
+    name = "AUC %" if binary else "error %"
+
+    def figure(r: dict) -> float:
+        return 100 * (r["test_auc"] if binary else 1 - r["test_acc"])
+
     out = [
-        "| labeled per class | " + " | ".join(f"{a}: error %" for a in arms) + " |",
+        "| labeled per class | " + " | ".join(f"{a}: {name}" for a in arms) + " |",
         "|---|" + "---|" * len(arms),
     ]
     for n in counts:
         cells = []
         for a in arms:
-            errs = [100 * (1 - r["test_acc"]) for r in rows if r["per_class"] == n and r["arm"] == a]
-            cells.append(f"{np.mean(errs):.1f} ({' '.join(f'{e:.1f}' for e in errs)})")
+            vals = [figure(r) for r in rows if r["per_class"] == n and r["arm"] == a]
+            cells.append(f"{np.mean(vals):.1f} ({' '.join(f'{e:.1f}' for e in vals)})")
         out.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -198,6 +225,14 @@ def main(argv: list[str] | None = None) -> None:
         "spatial: feature matching per position; g256: generator root 256; drop: dropout 0.2 / 0.5; "
         "pub: weight-norm scales as published; eps: Adam's epsilon floor as published)",
     )
+    ap.add_argument(
+        "--positive",
+        type=int,
+        choices=range(N_CLASSES),
+        metavar="DIGIT",
+        help="binary task instead of ten classes: DIGIT (a tenth of the images) against the other "
+        "nine, K = 2, reported as test AUC; the rare-positive setting of IDRiD's patches",
+    )
     ap.add_argument("--iters", type=int, default=3000, help="training iterations per run")
     ap.add_argument("--preset", default="small", choices=["small", "tiny", "full"])
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
@@ -205,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, help="write every run's figures to this file")
     args = ap.parse_args(argv)
     cells = [
-        Cell(int(n), s, arm, args.iters, args.preset)
+        Cell(int(n), s, arm, args.iters, args.preset, args.positive)
         for n in args.per_class.split(",")
         for s in range(args.first_seed, args.first_seed + args.seeds)
         for arm in args.arms.split(",")

@@ -54,3 +54,19 @@ def test_first_seed_adds_draws_after_an_earlier_run(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["seed"] for r in rows] == [3, 4]
     assert "| 2 | " in capsys.readouterr().out
+
+
+def test_binary_task_is_one_digit_against_the_rest_scored_by_auc(tmp_path, capsys):
+    _, y = digits.load_digits_uint8()
+    binary = digits.task_labels(y, 8)
+    assert set(binary.tolist()) == {0, 1} and binary.sum() == (y == 8).sum()
+    assert digits.task_labels(y, None) is y
+    out = tmp_path / "rows.json"
+    digits.main(
+        ["--per-class", "2", "--seeds", "1", "--arms", "gan-pub-eps", "--positive", "8"]
+        + ["--iters", "20", "--preset", "tiny", "--json", str(out)]
+    )
+    (row,) = json.loads(out.read_text())
+    assert row["positive"] == 8 and row["labeled"] == 20
+    assert 0.0 <= row["test_auc"] <= 1.0 and len(row["test_curve"]) == 10
+    assert "gan-pub-eps: AUC %" in capsys.readouterr().out
