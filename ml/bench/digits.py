@@ -160,6 +160,9 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
     iu = epoch_indices(len(x_unl), cell.iters * bs, host_gen)
     iu2 = epoch_indices(len(x_unl), cell.iters * bs, host_gen)
     curve, tail, n_tail = [], {"d_unsup": 0.0, "g_fm": 0.0}, min(100, cell.iters)
+    every = max(1, cell.iters // 10)
+    game, window = [], {"d_unsup": 0.0, "g_fm": 0.0}  # mean losses between test points: the
+    # game's state next to each point of the test curve, to read its dips against
     for it in range(cell.iters):
         step.set_lr(lr_factor(it, cell.iters, cfg.lr_decay_start))
         sl = slice(it * bs, (it + 1) * bs)
@@ -168,9 +171,13 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
         if it >= cell.iters - n_tail:  # the game's state at the end: mean losses of the last 100 steps
             for k in tail:
                 tail[k] += float(losses[k]) / n_tail
-        if (it + 1) % max(1, cell.iters // 10) == 0:
+        for k in window:
+            window[k] += float(losses[k]) / every
+        if (it + 1) % every == 0:
             m = score(ema.module, x[te], y[te])
             curve.append(round(m.get("auc", m["acc"]), 4))  # AUC for the binary task
+            game.append({k: round(v, 4) for k, v in window.items()})
+            window = dict.fromkeys(window, 0.0)
     final = score(ema.module, x[te], y[te])
     return {
         **cell.__dict__,
@@ -178,6 +185,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
         "unlabeled": int(len(tr)),
         **{f"test_{k}": v for k, v in final.items()},
         "test_curve": curve,
+        "game_curve": game,
         "final_d_unsup": round(tail["d_unsup"], 4),
         "final_g_fm": round(tail["g_fm"], 4),
         "wall_s": round(time.perf_counter() - t0, 1),

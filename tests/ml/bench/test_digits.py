@@ -34,6 +34,12 @@ def test_short_runs_report_their_figures_and_only_the_gan_arm_trains_the_real_vs
     for row in rows.values():
         assert row["labeled"] == 20 and row["unlabeled"] == 1797 - digits.TEST_SIZE
         assert 0.0 <= row["test_acc"] <= 1.0 and len(row["test_curve"]) == 10
+        # one window of the game per test point; with 40 iterations the ten windows of 4 cover
+        # exactly the last-100-iterations tail, so their mean is the final loss
+        assert len(row["game_curve"]) == 10
+        for k in ("d_unsup", "g_fm"):
+            mean = sum(w[k] for w in row["game_curve"]) / 10
+            assert abs(mean - row[f"final_{k}"]) < 1e-3
     # without the GAN term the real-vs-fake loss is only watched, never trained: it stays higher
     # (by less since the generator's init was fixed: a live generator keeps the trained term up too)
     assert rows["sup"]["final_d_unsup"] > rows["gan-spatial"]["final_d_unsup"]
