@@ -14,7 +14,9 @@ layer's map per position instead of the pooled features; ``g256`` widens the gen
 discriminator's hidden weight-norm scales fixed and starts both output layers at std 0.1, as
 the published code does (``TrainConfig.wn_scales``); ``eps`` gives Adam the published code's
 epsilon floor (``TrainConfig.adam_eps`` 1e-4). Test accuracy of the EMA discriminator
-after the last iteration (no selection: the test set is never used for choices). Augmentation
+after the last iteration (no selection: the test set is never used for choices), with a test
+curve of ten points and, for each, the mean real-vs-fake and feature-matching losses since the
+previous point (``game_curve``), to read the curve's dips against the game. Augmentation
 is off: flips change digits' classes.
 
 ``--positive D`` turns the ten classes into IDRiD's shape of problem: K = 2, digit D (a tenth
@@ -91,6 +93,8 @@ ARMS: dict[str, dict] = {
     "gan-eps": {"adam_eps": 1e-4},
     "sup-eps": {"unlabeled_weight": 0.0, "adam_eps": 1e-4},
     "gan-pub-eps": {"wn_scales": "published", "adam_eps": 1e-4},
+    "gan-pub-eps-drop": {"wn_scales": "published", "adam_eps": 1e-4, "dropout": (0.2, 0.5)},
+    "sup-eps-drop": {"unlabeled_weight": 0.0, "adam_eps": 1e-4, "dropout": (0.2, 0.5)},
 }
 
 
