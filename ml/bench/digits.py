@@ -172,11 +172,12 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
         sl = slice(it * bs, (it + 1) * bs)
         losses = step(x_lab[il[sl]], y_lab[il[sl]], x_unl[iu[sl]], x_unl[iu2[sl]])
         ema.update(d)
+        game_losses = {k: float(losses[k]) for k in window}
         if it >= cell.iters - n_tail:  # the game's state at the end: mean losses of the last 100 steps
             for k in tail:
-                tail[k] += float(losses[k]) / n_tail
+                tail[k] += game_losses[k] / n_tail
         for k in window:
-            window[k] += float(losses[k]) / every
+            window[k] += game_losses[k] / every
         if (it + 1) % every == 0:
             m = score(ema.module, x[te], y[te])
             curve.append(round(m.get("auc", m["acc"]), 4))  # AUC for the binary task
