@@ -33,6 +33,7 @@ def test_gpu_script_writes_speed_and_both_waves_into_out(tmp_path):
         "METHODS": "ssl-gan,convnet",
         "BUDGET_S": "400",
         "SPEED_ARGS": "--iters 1 --warmup 1 --compile-mode none --device cpu --no-bf16",
+        "PAPER_ARGS": "--wn-scales published --adam-eps 1e-4 --dropout 0.2,0.5",
     }
     # Another job's worker on the same host: the script must not touch it (it once ran
     # `pkill -f multiprocessing.spawn`, which killed every such process on the machine).
@@ -69,6 +70,10 @@ def test_gpu_script_writes_speed_and_both_waves_into_out(tmp_path):
     ]
     with tarfile.open(out / "run.tar.gz") as tar:
         results = json.load(tar.extractfile("toy-run/results.json"))
+        meta = json.load(tar.extractfile("toy-run/meta.json"))
     # Wave 1 (2 labeled images) and wave 2 (all 12 training images of the toy cohort), both methods.
     cells = {(r["method"], r["labeled"]) for r in results}
     assert cells == {(m, n) for m in ("ssl-gan", "convnet") for n in (2, 12)}
+    # PAPER_ARGS reached both waves: the folder records the recipe it was trained with.
+    assert (meta["wn_scales"], meta["adam_eps"], meta["dropout"]) == ("published", 1e-4, [0.2, 0.5])
+    assert all("--adam-eps 1e-4" in c for c in meta["commands"]) and len(meta["commands"]) == 2
