@@ -165,8 +165,8 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
     iu2 = epoch_indices(len(x_unl), cell.iters * bs, host_gen)
     curve, tail, n_tail = [], {"d_unsup": 0.0, "g_fm": 0.0}, min(100, cell.iters)
     every = max(1, cell.iters // 10)
-    game, window = [], {"d_unsup": 0.0, "g_fm": 0.0}  # mean losses between test points: the
-    # game's state next to each point of the test curve, to read its dips against
+    # Mean losses between test points: the game's state beside each point of the test curve.
+    game, window = [], {"d_unsup": 0.0, "g_fm": 0.0}
     for it in range(cell.iters):
         step.set_lr(lr_factor(it, cell.iters, cfg.lr_decay_start))
         sl = slice(it * bs, (it + 1) * bs)
