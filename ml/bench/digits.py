@@ -95,6 +95,13 @@ ARMS: dict[str, dict] = {
     "gan-pub-eps": {"wn_scales": "published", "adam_eps": 1e-4},
     "gan-pub-eps-drop": {"wn_scales": "published", "adam_eps": 1e-4, "dropout": (0.2, 0.5)},
     "sup-eps-drop": {"unlabeled_weight": 0.0, "adam_eps": 1e-4, "dropout": (0.2, 0.5)},
+    # The recipe's supervised control in full: the GAN term off, everything else published.
+    "sup-pub-eps-drop": {
+        "unlabeled_weight": 0.0,
+        "wn_scales": "published",
+        "adam_eps": 1e-4,
+        "dropout": (0.2, 0.5),
+    },
 }
 
 

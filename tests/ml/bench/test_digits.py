@@ -45,6 +45,14 @@ def test_short_runs_report_their_figures_and_only_the_gan_arm_trains_the_real_vs
     assert rows["sup"]["final_d_unsup"] > rows["gan-spatial"]["final_d_unsup"]
 
 
+def test_every_arm_sets_only_settings_run_cell_reads():
+    # run_cell reads an arm with .get(key, default): a misspelt key would silently train the preset
+    read = {"g_base", "dropout", "unlabeled_weight", "fm_features", "wn_scales", "adam_eps"}
+    for name, arm in digits.ARMS.items():
+        assert set(arm) <= read, name
+        assert name.startswith("sup") == (arm.get("unlabeled_weight", 1.0) == 0.0), name
+
+
 def test_unknown_arms_are_refused(capsys):
     with pytest.raises(SystemExit):
         digits.main(["--arms", "gan,nope"])
