@@ -8,7 +8,8 @@ retrain in a few minutes, and drops the discriminator's dropout: at 16/32 channe
 iterations the published 0.2/0.5 left the patch classifier underfitted (measured on IDRiD, 10 and
 20 labeled images: SSL-GAN patch AUC 68 -> 74-76 %, localization 74 -> 79 %, image AUC unchanged;
 docs/benchmarks.md (f); at 6,000 iterations with the published optimiser recipe it cost the
-SSL-GAN 7.3 and the ConvNet 4.4 points of image AUC, most of it the input dropout's, (o)).
+SSL-GAN 5.7 and the ConvNet 4.6 points of image AUC over five samplings, input and hidden
+dropout both contributing, (o)).
 ``"tiny"`` exists for tests and for building throw-away checkpoints in a few seconds; it is not
 meant to screen anything.
 Both dataclasses are plain data so that a checkpoint can carry them (``asdict`` / ``from_dict``).
