@@ -41,6 +41,9 @@ def bench_paper(
     adam_eps: float | None = typer.Option(
         None, help="SSL-GAN Adam epsilon (1e-8 default; 1e-4 = the published code's floor)"
     ),
+    g_lr_scale: float | None = typer.Option(
+        None, help="SSL-GAN generator learning rate as a multiple of D's (1 as published)"
+    ),
     max_iters_per_epoch: int | None = typer.Option(None, help="cap iterations per epoch"),
     eval_every: int | None = typer.Option(None, help="epochs between validation evaluations"),
     resnet_epochs: int | None = typer.Option(None, help="epoch cap of the ResNet34 baseline"),
@@ -83,6 +86,7 @@ def bench_paper(
         ("--fm-features", fm_features),
         ("--wn-scales", wn_scales),
         ("--adam-eps", adam_eps),
+        ("--g-lr-scale", g_lr_scale),
         ("--max-iters-per-epoch", max_iters_per_epoch),
         ("--eval-every", eval_every),
         ("--resnet-epochs", resnet_epochs),

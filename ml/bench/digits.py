@@ -80,7 +80,8 @@ def labeled_subset(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 # Arms: what each changes from the preset. "sup" is the trainer without the GAN term; "spatial"
 # matches features per position; "drop" is the published dropout; "g256" a 4x wider generator;
 # "pub" the weight-norm scales as Salimans et al.'s code has them (TrainConfig.wn_scales); "eps"
-# Adam's epsilon floor as that code has it (TrainConfig.adam_eps).
+# Adam's epsilon floor as that code has it (TrainConfig.adam_eps); "glr" a generator three times
+# slower than the discriminator (TrainConfig.g_lr_scale), a stabiliser from outside the method.
 ARMS: dict[str, dict] = {
     "gan": {},
     "sup": {"unlabeled_weight": 0.0},
@@ -95,6 +96,7 @@ ARMS: dict[str, dict] = {
     "gan-pub-eps": {"wn_scales": "published", "adam_eps": 1e-4},
     "gan-pub-eps-drop": {"wn_scales": "published", "adam_eps": 1e-4, "dropout": (0.2, 0.5)},
     "sup-eps-drop": {"unlabeled_weight": 0.0, "adam_eps": 1e-4, "dropout": (0.2, 0.5)},
+    "gan-pub-eps-glr": {"wn_scales": "published", "adam_eps": 1e-4, "g_lr_scale": 0.33},
     # The recipe's supervised control in full: the GAN term off, everything else published.
     "sup-pub-eps-drop": {
         "unlabeled_weight": 0.0,
@@ -151,6 +153,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
         fm_features=arm.get("fm_features", "pooled"),
         wn_scales=arm.get("wn_scales", "trainable"),
         adam_eps=arm.get("adam_eps", train_cfg.adam_eps),
+        g_lr_scale=arm.get("g_lr_scale", 1.0),
     )
     dev = torch.device("cpu")
     torch.manual_seed(cfg.seed)

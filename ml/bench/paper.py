@@ -157,6 +157,7 @@ def run_cell(
         fm_features=opts["fm_features"],
         wn_scales=opts["wn_scales"],
         adam_eps=opts["adam_eps"],
+        g_lr_scale=opts["g_lr_scale"],
     )
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
@@ -223,6 +224,7 @@ def run_cell(
         "fm_features": cfg.fm_features if cell.method == "ssl-gan" else None,
         "wn_scales": cfg.wn_scales if cell.method == "ssl-gan" else None,
         "adam_eps": cfg.adam_eps if cell.method == "ssl-gan" else None,
+        "g_lr_scale": cfg.g_lr_scale if cell.method == "ssl-gan" else None,
         "step": cfg.step if cell.method == "ssl-gan" else "eager",  # the baselines always run eagerly
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
@@ -325,6 +327,7 @@ def folder_options(args: argparse.Namespace) -> dict[str, Any]:
         "fm_features": args.fm_features,
         "wn_scales": args.wn_scales,
         "adam_eps": args.adam_eps,
+        "g_lr_scale": args.g_lr_scale,
     }
 
 
@@ -350,6 +353,7 @@ _FOLDER_FLAGS = (
     ("fm_features", "--fm-features", "pooled"),
     ("wn_scales", "--wn-scales", "trainable"),
     ("adam_eps", "--adam-eps", 1e-8),
+    ("g_lr_scale", "--g-lr-scale", 1.0),
 )
 
 
@@ -395,6 +399,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "fm_features": p.opts["fm_features"],
         "wn_scales": p.opts["wn_scales"],
         "adam_eps": p.opts["adam_eps"],
+        "g_lr_scale": p.opts["g_lr_scale"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -500,7 +505,8 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         f"generator root width {meta.get('g_base', preset(meta['preset'])[0].g_base)}, "
         f"feature matching on {meta.get('fm_features', 'pooled')} features, "
         f"weight-norm scales {meta.get('wn_scales', 'trainable')}, "
-        f"Adam epsilon {meta.get('adam_eps', 1e-8):g}; {len(results)} runs, "
+        f"Adam epsilon {meta.get('adam_eps', 1e-8):g}, "
+        f"generator learning rate x{meta.get('g_lr_scale', 1.0):g}; {len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
         "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",
@@ -683,6 +689,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "floor of Salimans et al.'s code, which adds 1e-8 under the square root)",
     )
     ap.add_argument(
+        "--g-lr-scale",
+        dest="g_lr_scale",
+        type=float,
+        default=1.0,
+        help="the SSL-GAN generator's learning rate as a multiple of the discriminator's (1 as "
+        "published; e.g. 0.33 slows the generator, a stabiliser from outside the method)",
+    )
+    ap.add_argument(
         "--g-base",
         dest="g_base",
         type=int,
@@ -714,6 +728,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cache", default=".cache/patches")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if not args.g_lr_scale > 0:  # refused here, not in a worker after the data has loaded
+        ap.error(f"--g-lr-scale must be positive, not {args.g_lr_scale:g}")
     args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
     return args
 

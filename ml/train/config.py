@@ -98,6 +98,10 @@ class TrainConfig:
     # 1e-4 reproduces that floor within a factor of sqrt(2) (docs/method.md "Optimiser epsilon";
     # measured in docs/benchmarks.md (o)).
     adam_eps: float = 1e-8
+    # The generator's learning rate as a multiple of ``lr`` (same schedule). 1 as published; below
+    # 1 slows the generator against the discriminator, a stabiliser from outside the method
+    # (two time-scale updates) measured in docs/benchmarks.md (q).
+    g_lr_scale: float = 1.0
     # Supervised baselines (Table 5 for ResNet34): these apply only to ml.train.supervised.
     sup_lr: float = 1e-5
     patience: int = 20
@@ -129,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"unknown wn_scales {self.wn_scales!r}; choose one of {', '.join(WN_SCALES)}")
         if not 0.0 < self.adam_eps < 1.0:
             raise ValueError(f"adam_eps must lie in (0, 1), not {self.adam_eps!r}")
+        if not self.g_lr_scale > 0.0:
+            raise ValueError(f"g_lr_scale must be positive, not {self.g_lr_scale!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))

@@ -97,22 +97,22 @@ class SSLGANStep:
         kw = {"fused": True} if fused else {}
         kw |= {"capturable": True} if capturable else {}
 
-        def lr() -> float | torch.Tensor:  # a captured step reads its learning rate from the device
-            return torch.tensor(cfg.lr, device=device) if capturable else cfg.lr
+        def lr(base: float) -> float | torch.Tensor:  # a captured step reads it from the device
+            return torch.tensor(base, device=device) if capturable else base
 
         fixed = {id(p) for p in hidden_scales(d)} if cfg.wn_scales == "published" else set()
         d_params = [p for p in d.parameters() if id(p) not in fixed]
         kw |= {"betas": (cfg.beta1, 0.999), "eps": cfg.adam_eps}
-        self.opt_d = torch.optim.Adam(d_params, lr=lr(), **kw)
-        self.opt_g = torch.optim.Adam(g.parameters(), lr=lr(), **kw)
+        self.opt_d = torch.optim.Adam(d_params, lr=lr(cfg.lr), **kw)
+        self.opt_g = torch.optim.Adam(g.parameters(), lr=lr(cfg.lr * cfg.g_lr_scale), **kw)
 
     def set_lr(self, factor: float) -> None:
-        for opt in (self.opt_d, self.opt_g):
+        for opt, base in ((self.opt_d, self.cfg.lr), (self.opt_g, self.cfg.lr * self.cfg.g_lr_scale)):
             for group in opt.param_groups:
                 if isinstance(group["lr"], torch.Tensor):
-                    group["lr"].fill_(self.cfg.lr * factor)  # in place: a replayed graph sees it
+                    group["lr"].fill_(base * factor)  # in place: a replayed graph sees it
                 else:
-                    group["lr"] = self.cfg.lr * factor
+                    group["lr"] = base * factor
 
     def _aug(self, x: torch.Tensor) -> torch.Tensor:
         x = to_model_input(x)

@@ -47,7 +47,7 @@ def test_short_runs_report_their_figures_and_only_the_gan_arm_trains_the_real_vs
 
 def test_every_arm_sets_only_settings_run_cell_reads():
     # run_cell reads an arm with .get(key, default): a misspelt key would silently train the preset
-    read = {"g_base", "dropout", "unlabeled_weight", "fm_features", "wn_scales", "adam_eps"}
+    read = {"g_base", "dropout", "unlabeled_weight", "fm_features", "wn_scales", "adam_eps", "g_lr_scale"}
     for name, arm in digits.ARMS.items():
         assert set(arm) <= read, name
         assert name.startswith("sup") == (arm.get("unlabeled_weight", 1.0) == 0.0), name

@@ -303,12 +303,19 @@ def test_g_base_flag_builds_the_ssl_gan_generator_at_that_width(tmp_path):
         paper.main([*argv, "--g-base", "16"])
 
 
+def test_a_non_positive_generator_learning_rate_is_refused_before_any_work(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        paper.parse(["--data", "synthetic", "--g-lr-scale", "0", "--out", "o"])
+    assert exit_.value.code == 2 and "--g-lr-scale must be positive" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("flag", "field", "text", "value", "default", "in_table"),
     [
         ("--fm-features", "fm_features", "spatial", "spatial", "pooled", "feature matching on spatial"),
         ("--wn-scales", "wn_scales", "published", "published", "trainable", "weight-norm scales published"),
         ("--adam-eps", "adam_eps", "1e-4", 1e-4, "1e-08", "Adam epsilon 0.0001"),
+        ("--g-lr-scale", "g_lr_scale", "0.33", 0.33, "1.0", "generator learning rate x0.33"),
     ],
 )
 def test_an_ssl_gan_flag_reaches_the_trainer_and_binds_the_folder(

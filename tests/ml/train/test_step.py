@@ -112,6 +112,27 @@ def test_adams_epsilon_is_the_one_configured(adam_eps: float):
     assert (grads < 1e-5).any() and (grads > 1e-3).any()  # both regimes are exercised
 
 
+def test_the_generators_learning_rate_is_scaled_and_follows_the_schedule():
+    """With g_lr_scale the generator's Adam steps are that fraction of the discriminator's, at
+    every point of the learning-rate schedule (a first Adam step moves each weight by about lr)."""
+    model_cfg, cfg = preset("tiny", batch_size=8, g_lr_scale=0.25)
+    torch.manual_seed(0)
+    d, g = Discriminator(model_cfg), Generator(model_cfg)
+    init_weights(d)
+    init_weights(g)
+    step = ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), torch.Generator().manual_seed(1))
+    step.set_lr(0.5)
+    assert [grp["lr"] for grp in step.opt_d.param_groups] == [cfg.lr * 0.5]
+    assert [grp["lr"] for grp in step.opt_g.param_groups] == [cfg.lr * 0.25 * 0.5]
+    before = [p.detach().clone() for p in g.parameters()]
+    step(*_batches(0))
+    for p, p0 in zip(g.parameters(), before, strict=True):
+        want = p0 - cfg.lr * 0.25 * 0.5 * p.grad / (p.grad.abs() + cfg.adam_eps)
+        assert torch.allclose(p.detach(), want, rtol=0, atol=cfg.lr * 1e-3)
+    with pytest.raises(ValueError, match="g_lr_scale must be positive"):
+        TrainConfig(g_lr_scale=0.0)
+
+
 def test_adams_epsilon_must_be_positive():
     with pytest.raises(ValueError, match="adam_eps must lie in"):
         TrainConfig(adam_eps=0.0)
