@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.bench.paper import history_path, load_results
+
 WON_BELOW = 0.01
 COLUMNS = ("d_unsup", "won", "g_fm", "swing", "drawdown")
 
@@ -47,11 +49,14 @@ def game_stats(history: list[dict]) -> dict[str, float]:
 
 
 def folder_stats(folder: Path) -> list[dict]:
-    """One row per SSL-GAN run of a protocol folder: (labeled, sampling) and its game measures."""
+    """One row per finished SSL-GAN run of a protocol folder (its results.json rows with a saved
+    history): (labeled, sampling) and its game measures."""
     rows = []
-    for path in sorted((folder / "runs").glob("ssl-gan_*_*.history.json")):
-        labeled, sampling = (int(x) for x in path.name.split(".")[0].split("_")[1:3])
-        rows.append({"labeled": labeled, "sampling": sampling, **game_stats(json.loads(path.read_text()))})
+    for r in load_results(folder):
+        path = history_path(folder, r)
+        if r["method"] == "ssl-gan" and path.exists():
+            stats = game_stats(json.loads(path.read_text()))
+            rows.append({"labeled": r["labeled"], "sampling": r["sampling"], **stats})
     if not rows:
         raise SystemExit(f"{folder}: no SSL-GAN run histories under runs/")
     return sorted(rows, key=lambda r: (r["labeled"], r["sampling"]))

@@ -565,9 +565,14 @@ def plot_rocs(out: Path, results: list[dict]) -> None:
     plt.close(fig)
 
 
+def history_path(out: Path, r: dict) -> Path:
+    """Where ``run_cell`` saved the per-epoch history of the run a results.json row describes."""
+    return out / "runs" / f"{Cell(r['method'], r['labeled'], r['sampling']).name}.history.json"
+
+
 def learning_curve(out: Path, r: dict) -> list[tuple[int, float, float]]:
     """(epoch, validation patch AUC, validation image AUC) of one run, from its saved history."""
-    path = out / "runs" / f"{r['method']}_{r['labeled']}_{r['sampling']}.history.json"
+    path = history_path(out, r)
     if not path.exists():
         return []
     hist = json.loads(path.read_text())
