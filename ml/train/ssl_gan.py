@@ -103,11 +103,13 @@ class SSLGANStep:
         fixed = {id(p) for p in hidden_scales(d)} if cfg.wn_scales == "published" else set()
         d_params = [p for p in d.parameters() if id(p) not in fixed]
         kw |= {"betas": (cfg.beta1, 0.999), "eps": cfg.adam_eps}
+        g_lr = cfg.lr * cfg.g_lr_scale
         self.opt_d = torch.optim.Adam(d_params, lr=lr(cfg.lr), **kw)
-        self.opt_g = torch.optim.Adam(g.parameters(), lr=lr(cfg.lr * cfg.g_lr_scale), **kw)
+        self.opt_g = torch.optim.Adam(g.parameters(), lr=lr(g_lr), **kw)
+        self.base_lrs = ((self.opt_d, cfg.lr), (self.opt_g, g_lr))  # what the schedule scales
 
     def set_lr(self, factor: float) -> None:
-        for opt, base in ((self.opt_d, self.cfg.lr), (self.opt_g, self.cfg.lr * self.cfg.g_lr_scale)):
+        for opt, base in self.base_lrs:
             for group in opt.param_groups:
                 if isinstance(group["lr"], torch.Tensor):
                     group["lr"].fill_(base * factor)  # in place: a replayed graph sees it
