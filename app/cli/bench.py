@@ -44,6 +44,9 @@ def bench_paper(
     g_lr_scale: float | None = typer.Option(
         None, help="SSL-GAN generator learning rate as a multiple of D's (1 as published)"
     ),
+    labeled_sampling: str | None = typer.Option(
+        None, help="labeled patches per epoch (SSL-GAN, ConvNet): tiled (default) | balanced per class"
+    ),
     max_iters_per_epoch: int | None = typer.Option(None, help="cap iterations per epoch"),
     eval_every: int | None = typer.Option(None, help="epochs between validation evaluations"),
     resnet_epochs: int | None = typer.Option(None, help="epoch cap of the ResNet34 baseline"),
@@ -87,6 +90,7 @@ def bench_paper(
         ("--wn-scales", wn_scales),
         ("--adam-eps", adam_eps),
         ("--g-lr-scale", g_lr_scale),
+        ("--labeled-sampling", labeled_sampling),
         ("--max-iters-per-epoch", max_iters_per_epoch),
         ("--eval-every", eval_every),
         ("--resnet-epochs", resnet_epochs),

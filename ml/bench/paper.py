@@ -158,6 +158,7 @@ def run_cell(
         wn_scales=opts["wn_scales"],
         adam_eps=opts["adam_eps"],
         g_lr_scale=opts["g_lr_scale"],
+        labeled_sampling=opts["labeled_sampling"],
     )
     if cell.method == "resnet34" and opts.get("resnet_epochs"):
         cfg = replace(cfg, epochs=opts["resnet_epochs"])
@@ -225,6 +226,8 @@ def run_cell(
         "wn_scales": cfg.wn_scales if cell.method == "ssl-gan" else None,
         "adam_eps": cfg.adam_eps if cell.method == "ssl-gan" else None,
         "g_lr_scale": cfg.g_lr_scale if cell.method == "ssl-gan" else None,
+        # ResNet34 keeps Table 5's class-weighted loss over its own epochs of the labeled set.
+        "labeled_sampling": cfg.labeled_sampling if cell.method != "resnet34" else None,
         "step": cfg.step if cell.method == "ssl-gan" else "eager",  # the baselines always run eagerly
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
@@ -328,6 +331,7 @@ def folder_options(args: argparse.Namespace) -> dict[str, Any]:
         "wn_scales": args.wn_scales,
         "adam_eps": args.adam_eps,
         "g_lr_scale": args.g_lr_scale,
+        "labeled_sampling": args.labeled_sampling,
     }
 
 
@@ -354,6 +358,7 @@ _FOLDER_FLAGS = (
     ("wn_scales", "--wn-scales", "trainable"),
     ("adam_eps", "--adam-eps", 1e-8),
     ("g_lr_scale", "--g-lr-scale", 1.0),
+    ("labeled_sampling", "--labeled-sampling", "tiled"),
 )
 
 
@@ -400,6 +405,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "wn_scales": p.opts["wn_scales"],
         "adam_eps": p.opts["adam_eps"],
         "g_lr_scale": p.opts["g_lr_scale"],
+        "labeled_sampling": p.opts["labeled_sampling"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -506,7 +512,8 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         f"feature matching on {meta.get('fm_features', 'pooled')} features, "
         f"weight-norm scales {meta.get('wn_scales', 'trainable')}, "
         f"Adam epsilon {meta.get('adam_eps', 1e-8):g}, "
-        f"generator learning rate x{meta.get('g_lr_scale', 1.0):g}; {len(results)} runs, "
+        f"generator learning rate x{meta.get('g_lr_scale', 1.0):g}, "
+        f"labeled patches drawn {meta.get('labeled_sampling', 'tiled')}; {len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
         "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",
@@ -700,6 +707,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="the SSL-GAN generator's learning rate as a multiple of the discriminator's (1 as "
         "published; e.g. 0.33 slows the generator, a stabiliser from outside the method)",
+    )
+    ap.add_argument(
+        "--labeled-sampling",
+        dest="labeled_sampling",
+        choices=["tiled", "balanced"],
+        default="tiled",
+        help="how the SSL-GAN and the ConvNet draw labeled patches each epoch: tiled (the labeled "
+        "set repeated, as published) or balanced (an equal share per class)",
     )
     ap.add_argument(
         "--g-base",

@@ -26,6 +26,7 @@ PRECISIONS = ("fp32", "bf16")
 STEPS = ("eager", "graph")
 FM_FEATURES = ("pooled", "spatial")
 WN_SCALES = ("trainable", "published")
+LABELED_SAMPLINGS = ("tiled", "balanced")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,11 @@ class TrainConfig:
     # 1 slows the generator against the discriminator, a stabiliser from outside the method
     # (two time-scale updates) measured in docs/benchmarks.md (q).
     g_lr_scale: float = 1.0
+    # How each epoch draws the labeled patches (SSL-GAN and ConvNet; ml.train.loop.labeled_indices):
+    # "tiled", the labeled set repeated in random order, as the method describes; "balanced", an
+    # equal share per class, as Salimans et al.'s code labels an equal number per class. Measured
+    # in docs/benchmarks.md (r).
+    labeled_sampling: str = "tiled"
     # Supervised baselines (Table 5 for ResNet34): these apply only to ml.train.supervised.
     sup_lr: float = 1e-5
     patience: int = 20
@@ -133,6 +139,11 @@ class TrainConfig:
             raise ValueError(f"unknown wn_scales {self.wn_scales!r}; choose one of {', '.join(WN_SCALES)}")
         if not 0.0 < self.adam_eps < 1.0:
             raise ValueError(f"adam_eps must lie in (0, 1), not {self.adam_eps!r}")
+        if self.labeled_sampling not in LABELED_SAMPLINGS:
+            raise ValueError(
+                f"unknown labeled_sampling {self.labeled_sampling!r}; "
+                f"choose one of {', '.join(LABELED_SAMPLINGS)}"
+            )
         if not self.g_lr_scale > 0.0:
             raise ValueError(f"g_lr_scale must be positive, not {self.g_lr_scale!r}")
 

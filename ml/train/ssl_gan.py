@@ -36,6 +36,7 @@ from ml.train.loop import (
     evaluate,
     for_model,
     init_weights,
+    labeled_indices,
     lr_factor,
     pick_threshold,
     resolve_device,
@@ -296,7 +297,7 @@ def train(
     d.train()
     g.train()
     for epoch in range(1, cfg.epochs + 1):
-        il = epoch_indices(len(x_lab_np), ipe * bs, host_gen).to(dev)
+        il = labeled_indices(y_lab, ipe * bs, host_gen, cfg.labeled_sampling).to(dev)
         iu = epoch_indices(len(x_unl_np), ipe * bs, host_gen).to(dev)
         iu2 = epoch_indices(len(x_unl_np), ipe * bs, host_gen).to(dev)
         sums: dict[str, torch.Tensor] = {}

@@ -33,10 +33,10 @@ from ml.train.loop import (
     TrainResult,
     autocast,
     data_dependent_init,
-    epoch_indices,
     evaluate,
     for_model,
     init_weights,
+    labeled_indices,
     lr_factor,
     pick_threshold,
     resolve_device,
@@ -115,7 +115,7 @@ def _train_convnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_pr
     best_key, best_model, best_epoch, best_val, history, it = None, None, cfg.epochs, None, [], 0
     model.train()
     for epoch in range(1, cfg.epochs + 1):
-        il = epoch_indices(len(x_lab), ipe * bs, host_gen).to(dev)
+        il = labeled_indices(y_lab, ipe * bs, host_gen, cfg.labeled_sampling).to(dev)
         loss_sum = torch.zeros((), device=dev)
         for b in range(ipe):
             if should_stop is not None and should_stop():

@@ -93,7 +93,7 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     args += ["--dropout", "0,0.1", "--train-labels", "image", "--precision", "bf16", "--step", "graph"]
     args += ["--unlabeled-weight", "0.3", "--g-base", "128"]
     args += ["--fm-features", "spatial", "--wn-scales", "published", "--adam-eps", "1e-4"]
-    args += ["--g-lr-scale", "0.5"]
+    args += ["--g-lr-scale", "0.5", "--labeled-sampling", "balanced"]
     result = runner.invoke(cli, [*args, "--out", "o"])
     assert result.exit_code == 0, result.output
     argv = seen[0]
@@ -109,6 +109,7 @@ def test_bench_paper_passes_its_options_to_the_protocol(monkeypatch: pytest.Monk
     assert paper.folder_options(parsed)["wn_scales"] == "published"
     assert paper.folder_options(parsed)["adam_eps"] == 1e-4
     assert paper.folder_options(parsed)["g_lr_scale"] == 0.5
+    assert paper.folder_options(parsed)["labeled_sampling"] == "balanced"
 
 
 def test_bench_train_speed_passes_the_budget_and_profile_through(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from ml.bench.cohort_npz import load_npz, save_npz
 from ml.data.cache import CohortArrays
 from ml.data.patches import PatchParams
 from ml.train import supervised as paper_models
+from ml.train.supervised import train as supervised_train
 from ml.train.toy import toy_patches
 
 
@@ -307,6 +308,33 @@ def test_a_non_positive_generator_learning_rate_is_refused_before_any_work(capsy
     with pytest.raises(SystemExit) as exit_:
         paper.parse(["--data", "synthetic", "--g-lr-scale", "0", "--out", "o"])
     assert exit_.value.code == 2 and "--g-lr-scale must be positive" in capsys.readouterr().err
+
+
+def test_labeled_sampling_reaches_both_trainers_that_draw_labeled_batches(tmp_path):
+    from ml.train import ssl_gan
+
+    seen = []
+
+    def record(d, c):
+        seen.append(c.labeled_sampling)
+        return c
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paper_models, "train", lambda d, c, *a, **k: supervised_train(d, record(d, c), *a, **k))
+        out = _run_with_spy(
+            tmp_path, ssl_gan, ["--labeled-sampling", "balanced"], record, methods="ssl-gan,convnet,resnet34"
+        )
+    assert seen == ["balanced"] * 3
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
+    assert rows["ssl-gan"]["labeled_sampling"] == rows["convnet"]["labeled_sampling"] == "balanced"
+    assert rows["resnet34"]["labeled_sampling"] is None  # its own class-weighted epochs
+    assert "labeled patches drawn balanced" in (out / "table.md").read_text()
+    meta = json.loads((out / "meta.json").read_text())
+    argv = meta["command"].split()[3:]
+    del meta["labeled_sampling"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="--labeled-sampling tiled"):
+        paper.main(argv)
 
 
 @pytest.mark.parametrize(
