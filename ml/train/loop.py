@@ -309,9 +309,11 @@ def labeled_indices(y: torch.Tensor, needed: int, gen: torch.Generator, sampling
     """One epoch's order over the labeled patches (``TrainConfig.labeled_sampling``).
 
     "tiled": the labeled set repeated in random order, so each class appears as often as it is
-    labeled (about one diseased patch in eight at 10 IDRiD images). "balanced": each class's
-    patches tiled on their own to an equal share of the epoch, then shuffled together, as
-    Salimans et al.'s code labels an equal number of examples per class.
+    labeled (8-28 % diseased at 10 IDRiD images with lesion-mask labels). "balanced": each
+    class's patches tiled on their own to an equal share of the epoch, then shuffled together, as
+    Salimans et al.'s code labels an equal number of examples per class. Measured worse for the
+    image score here (docs/benchmarks.md (r)): it lifts every healthy patch's probability, and
+    the score sums 64 of them.
     """
     if sampling == "tiled":
         return epoch_indices(len(y), needed, gen)
