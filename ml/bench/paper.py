@@ -32,6 +32,16 @@ from typing import Any
 
 import numpy as np
 
+from ml.train.config import (
+    FM_FEATURES,
+    INPUT_NORMS,
+    LABELED_SAMPLINGS,
+    POOLS,
+    PRECISIONS,
+    STEPS,
+    WN_SCALES,
+)
+
 PUBLISHED_IMAGE_AUC = {  # the method's image-level AUC (%) at 10/20/40/80/149 labeled images
     "ssl-gan": {10: 84.5, 20: 89.0, 40: 94.7, 80: 98.5, 149: 99.1},
     "convnet": {10: 71.1, 20: 81.4, 40: 87.4, 80: 94.5, 149: 97.8},
@@ -629,14 +639,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--input-norm",
         dest="input_norm",
-        choices=["image", "none"],
+        choices=INPUT_NORMS,
         default=None,
         help="model input: each image's colours standardised (image, the presets' default) or "
         "the max-normalised patches as published (none); see ml/data/colour.py",
     )
     ap.add_argument(
         "--pool",
-        choices=["mean", "max"],
+        choices=POOLS,
         default=None,
         help="the discriminator's global pooling (mean as published, the presets' default, or max)",
     )
@@ -656,14 +666,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
+        choices=PRECISIONS,
         default="fp32",
         help="training forward passes in fp32 (the method's) or under bf16 autocast (AUC kept in a "
         "paired 24-epoch protocol run, not shown for long runs: docs/benchmarks.md (i), (k))",
     )
     ap.add_argument(
         "--step",
-        choices=["eager", "graph"],
+        choices=STEPS,
         default=None,
         help="the SSL-GAN's iteration: eager (default) or graph (CUDA: compiled and replayed as one "
         "CUDA graph; same arithmetic, for speed)",
@@ -679,7 +689,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--fm-features",
         dest="fm_features",
-        choices=["pooled", "spatial"],
+        choices=FM_FEATURES,
         default="pooled",
         help="which of D's activations the SSL-GAN generator's feature matching compares: the pooled "
         "features (as Salimans et al.'s CIFAR-10 code), or the last NiN layer's map per position",
@@ -687,7 +697,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--wn-scales",
         dest="wn_scales",
-        choices=["trainable", "published"],
+        choices=WN_SCALES,
         default="trainable",
         help="the SSL-GAN's weight-norm scales: trainable everywhere, or as Salimans et al.'s code "
         "(D's hidden scales fixed after the data-dependent init, both output layers starting at 0.1)",
@@ -711,7 +721,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--labeled-sampling",
         dest="labeled_sampling",
-        choices=["tiled", "balanced"],
+        choices=LABELED_SAMPLINGS,
         default="tiled",
         help="how the SSL-GAN and the ConvNet draw labeled patches each epoch: tiled (the labeled "
         "set repeated, as published) or balanced (an equal share per class)",
