@@ -19,7 +19,6 @@ cli = typer.Typer(
 )
 
 
-
 @cli.callback()
 def _root() -> None:
     """PatchScreen: diabetic-retinopathy screening from a few labeled patches."""

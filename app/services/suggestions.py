@@ -126,7 +126,10 @@ def _stored_probabilities(session: Session, mv_id: int, image_ids: Sequence[int]
 
 
 def _image_probabilities(
-    session: Session, mv: ModelVersion, image_ids: Sequence[int], logits_fn: LogitsFn | None,
+    session: Session,
+    mv: ModelVersion,
+    image_ids: Sequence[int],
+    logits_fn: LogitsFn | None,
     compute_budget_s: float | None = None,
 ) -> dict[int, np.ndarray]:
     """Probabilities of the images that have them, computing missing ones newest first.
@@ -244,13 +247,24 @@ def rank(
     # Highest entropy first; ties (to 1e-9 bit) broken by image id then patch index, so repeatable.
     candidates.sort()
     items = [
-        SuggestedPatch(image_id=i, row=k // GRID, col=k % GRID, probability=p, entropy=-neg_h, rank=r,
-                       original_filename=names[i])
+        SuggestedPatch(
+            image_id=i,
+            row=k // GRID,
+            col=k % GRID,
+            probability=p,
+            entropy=-neg_h,
+            rank=r,
+            original_filename=names[i],
+        )
         for r, (neg_h, i, k, p) in enumerate(candidates[:n], start=1)
     ]
     return SuggestionBatch(
-        request_id=str(uuid.uuid4()), model_version=mv.version, model_version_id=mv.id,
-        scanned_images=len(probs), pending_images=len(ids) - len(probs), items=items,
+        request_id=str(uuid.uuid4()),
+        model_version=mv.version,
+        model_version_id=mv.id,
+        scanned_images=len(probs),
+        pending_images=len(ids) - len(probs),
+        items=items,
     )
 
 
@@ -258,8 +272,14 @@ def record(session: Session, user: User, batch: SuggestionBatch) -> None:
     """Keep who was offered which patches, from which model, in which request (one transaction)."""
     session.add_all(
         Suggestion(
-            user_id=user.id, image_id=s.image_id, row=s.row, col=s.col, rank=s.rank,
-            probability=s.probability, entropy=s.entropy, model_version_id=batch.model_version_id,
+            user_id=user.id,
+            image_id=s.image_id,
+            row=s.row,
+            col=s.col,
+            rank=s.rank,
+            probability=s.probability,
+            entropy=s.entropy,
+            model_version_id=batch.model_version_id,
             request_id=batch.request_id,
         )
         for s in batch.items

@@ -88,7 +88,8 @@ def _render(request: Request, db: Session, template: str, page: str, **context) 
     if user is None:
         return _login_redirect(request)
     return templates.TemplateResponse(
-        request, template,
+        request,
+        template,
         {"user": user, "csrf_token": csrf, "page": page, "nav": NAV, **context},
         headers={"Cache-Control": "no-store"},
     )
@@ -108,7 +109,8 @@ def login_page(request: Request, db: DbDep, next: str = "/images") -> Response:
     if user is not None:
         return RedirectResponse(next, status_code=303)
     return templates.TemplateResponse(
-        request, "login.html",
+        request,
+        "login.html",
         {"user": None, "csrf_token": "", "page": "login", "nav": NAV, "next_url": next},
         headers={"Cache-Control": "no-store"},
     )
@@ -118,7 +120,9 @@ def login_page(request: Request, db: DbDep, next: str = "/images") -> Response:
 def about_page(request: Request, db: DbDep) -> Response:
     user, csrf = _session_user(request, db)
     return templates.TemplateResponse(
-        request, "about.html", {"user": user, "csrf_token": csrf, "page": "about", "nav": NAV},
+        request,
+        "about.html",
+        {"user": user, "csrf_token": csrf, "page": "about", "nav": NAV},
     )
 
 
@@ -129,12 +133,21 @@ def images_page(request: Request, db: DbDep) -> Response:
 
 @router.get("/images/{image_id}/label", response_class=HTMLResponse)
 def label_page(
-    request: Request, db: DbDep, image_id: int,
+    request: Request,
+    db: DbDep,
+    image_id: int,
     row: Annotated[int | None, Query(ge=0, le=7)] = None,
     col: Annotated[int | None, Query(ge=0, le=7)] = None,
 ) -> Response:
-    return _render(request, db, "label.html", "images", image_id=image_id,
-                   row="" if row is None else row, col="" if col is None else col)
+    return _render(
+        request,
+        db,
+        "label.html",
+        "images",
+        image_id=image_id,
+        row="" if row is None else row,
+        col="" if col is None else col,
+    )
 
 
 @router.get("/suggestions", response_class=HTMLResponse)

@@ -149,7 +149,5 @@ def seed_demo(
             n_labeled += 1
         added = sum(s.created for s in stored)
     engine.dispose()
-    echo(
-        f"demo library: {added} new images ({len(demo)} offered), {n_clicks} labels on {n_labeled} images"
-    )
+    echo(f"demo library: {added} new images ({len(demo)} offered), {n_clicks} labels on {n_labeled} images")
     return added

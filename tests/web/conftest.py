@@ -114,13 +114,30 @@ def live_server(tmp_path) -> Iterator[LiveServer]:
     worker_log = tmp_path / "worker.log"
     with open(server_log, "wb") as slog, open(worker_log, "wb") as wlog:
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app_from_env", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=slog, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app_from_env",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=slog,
+            stderr=subprocess.STDOUT,
         )
         worker = subprocess.Popen(
             [sys.executable, "-c", "from app.cli import main; main()", "worker", "--local"],
-            cwd=ROOT, env=env, stdout=wlog, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=wlog,
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_http(f"{url}/health", server, server_log)
@@ -140,7 +157,8 @@ def browser():
         pytest.skip("Playwright for Python is not installed")
     with sync_playwright() as pw:
         b = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
+            executable_path=CHROMIUM,
+            headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         try:

@@ -145,8 +145,14 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     console_errors: list[str] = []
     # HTTP errors the flow provokes on purpose (wrong password, no model yet) are logged by the browser
     # as "Failed to load resource"; anything else on the console is a bug in the pages.
-    page.on("console", lambda m: console_errors.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.on(
+        "console",
+        lambda m: (
+            console_errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     page.on("pageerror", lambda e: console_errors.append(str(e)))
     base = live_server.url
     # Stricter than the server on purpose: no inline style either, so the pages provably need neither
@@ -204,8 +210,11 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     def fail_first_put(route):
         if route.request.method == "PUT" and not failures:
             failures.append(route.request.url)
-            route.fulfill(status=503, content_type="application/json",
-                          body='{"detail": "The database is busy; try again."}')
+            route.fulfill(
+                status=503,
+                content_type="application/json",
+                body='{"detail": "The database is busy; try again."}',
+            )
         else:
             route.continue_()
 
@@ -233,10 +242,7 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     # --- reload: all eight kept, in the page and in the database ---
     page.reload()
     page.locator('#label-app[data-loaded="true"]').wait_for()
-    shown = {
-        (r, c): cell(page, r, c).get_attribute("data-label")
-        for r in range(8) for c in range(8)
-    }
+    shown = {(r, c): cell(page, r, c).get_attribute("data-label") for r in range(8) for c in range(8)}
     assert {k: v for k, v in shown.items() if v} == EXPECTED
     in_db = current_labels_in_db(live_server.database_url, image_id, ADMIN[0])
     assert in_db == {k: (1 if v == "diseased" else 0) for k, v in EXPECTED.items()}
@@ -262,9 +268,17 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     # validation image, hence a validation AUC and an ROC curve for the models page.
     other_id = next(i for i in image_ids_in_db(live_server.database_url) if i != image_id)
     api = httpx.Client(base_url=base, headers=bearer(base, ADMIN))
-    r = api.put(f"/api/v1/images/{other_id}/labels", json={"labels": [
-        {"row": 1, "col": 1, "label": "diseased"}, {"row": 2, "col": 2, "label": "diseased"},
-        {"row": 5, "col": 5, "label": "healthy"}, {"row": 6, "col": 6, "label": "healthy"}]})
+    r = api.put(
+        f"/api/v1/images/{other_id}/labels",
+        json={
+            "labels": [
+                {"row": 1, "col": 1, "label": "diseased"},
+                {"row": 2, "col": 2, "label": "diseased"},
+                {"row": 5, "col": 5, "label": "healthy"},
+                {"row": 6, "col": 6, "label": "healthy"},
+            ]
+        },
+    )
     assert r.status_code == 200, r.text
 
     # --- train on the CPU tiny preset and follow the job live (no reload) ---
@@ -315,8 +329,9 @@ def test_label_train_predict_in_chromium(live_server, browser, output_dir, tmp_p
     # --- upload-and-predict a new image without storing it ---
     page.set_input_files("#predict-file", str(files[1]))
     page.click("#predict-upload-btn")
-    page.wait_for_function("() => document.querySelector('#source-name').textContent.includes('not stored')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#source-name').textContent.includes('not stored')", timeout=60_000
+    )
     assert page.locator("#decision").inner_text()
     with sqlite3.connect(live_server.database_url.removeprefix("sqlite:///")) as con:
         assert con.execute("SELECT count(*) FROM images").fetchone()[0] == 3

@@ -40,14 +40,23 @@ def test_other_annotators_labels_and_viewer_rights(live_server, browser, output_
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     admin_h, anna_h = token(base, ADMIN), token(base, ANNOTATOR)
-    image_id = httpx.post(f"{base}/api/v1/images", headers=admin_h,
-                          files={"files": ("eye.png", buf.getvalue(), "image/png")}).json()["id"]
+    image_id = httpx.post(
+        f"{base}/api/v1/images", headers=admin_h, files={"files": ("eye.png", buf.getvalue(), "image/png")}
+    ).json()["id"]
     # Anna labels two patches; the admin labels one of them the other way.
     for r, c, lab in ((2, 5, "diseased"), (6, 1, "healthy")):
-        assert httpx.put(f"{base}/api/v1/images/{image_id}/labels/{r}/{c}", headers=anna_h,
-                         json={"label": lab}).status_code == 200
-    assert httpx.put(f"{base}/api/v1/images/{image_id}/labels/6/1", headers=admin_h,
-                     json={"label": "diseased"}).status_code == 200
+        assert (
+            httpx.put(
+                f"{base}/api/v1/images/{image_id}/labels/{r}/{c}", headers=anna_h, json={"label": lab}
+            ).status_code
+            == 200
+        )
+    assert (
+        httpx.put(
+            f"{base}/api/v1/images/{image_id}/labels/6/1", headers=admin_h, json={"label": "diseased"}
+        ).status_code
+        == 200
+    )
 
     errors: list[str] = []
     context, page = sign_in(browser, base, ADMIN, errors)
@@ -107,8 +116,10 @@ def test_other_annotators_labels_and_viewer_rights(live_server, browser, output_
     page.mouse.down()
     page.mouse.move(*centre(7, 3), steps=12)
     page.mouse.up()
-    page.wait_for_function("() => !document.querySelector('#patch-grid .pending')"
-                           " && document.querySelector('#save-status').classList.contains('ok')")
+    page.wait_for_function(
+        "() => !document.querySelector('#patch-grid .pending')"
+        " && document.querySelector('#save-status').classList.contains('ok')"
+    )
     painted = page.locator('#patch-grid .cell[data-row="7"][data-label="diseased"]')
     assert painted.count() == 4
     grid = httpx.get(f"{base}/api/v1/images/{image_id}/labels", headers=anna_h).json()

@@ -45,8 +45,9 @@ def test_cancel_a_running_job_and_activate_another_version(live_server, browser,
     page.fill("#epochs", "500")
     page.click("#start-job")
     status = page.locator("#job-status")
-    page.wait_for_function("() => document.querySelector('#job-status')?.dataset.status === 'running'",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#job-status')?.dataset.status === 'running'", timeout=60_000
+    )
     page.click("#start-job")
     refusal = page.locator("#start-message .alert.error")
     refusal.wait_for()
@@ -64,8 +65,9 @@ def test_cancel_a_running_job_and_activate_another_version(live_server, browser,
     )
     page.screenshot(path=output_dir / "training-progress.png", full_page=True)
     page.click("#cancel-job")
-    page.wait_for_function("() => document.querySelector('#job-status')?.dataset.status === 'cancelled'",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#job-status')?.dataset.status === 'cancelled'", timeout=60_000
+    )
     assert "cancelled" in page.locator("#current-job").inner_text()
     page.screenshot(path=output_dir / "training-cancelled.png", full_page=True)
 

@@ -36,7 +36,9 @@ class SuggestionList(BaseModel):
 
 @router.get("/suggestions", response_model=SuggestionList)
 async def get_suggestions(
-    request: Request, user: CurrentUser, session: SessionDep,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
     n: int = Query(12, ge=1, le=suggestions.MAX_N, description="How many patches."),
     image_id: int | None = Query(None, ge=1, description="Only patches of this image."),
 ) -> SuggestionList:
@@ -45,6 +47,7 @@ async def get_suggestions(
     409 while no model is active. What was suggested, to whom and from which model version is
     stored (the ``suggestions`` table).
     """
+
     def work() -> suggestions.SuggestionBatch:
         batch = suggestions.rank(session, n, image_id=image_id)
         session.commit()  # end the read transaction before writing (no read-to-write lock upgrade)
@@ -58,12 +61,19 @@ async def get_suggestions(
 
     batch = await run_in_threadpool(work)
     return SuggestionList(
-        request_id=batch.request_id, model_version=batch.model_version, scanned_images=batch.scanned_images,
+        request_id=batch.request_id,
+        model_version=batch.model_version,
+        scanned_images=batch.scanned_images,
         pending_images=batch.pending_images,
         items=[
             SuggestionOut(
-                image_id=s.image_id, row=s.row, col=s.col, rank=s.rank, probability=s.probability,
-                entropy=s.entropy, original_filename=s.original_filename,
+                image_id=s.image_id,
+                row=s.row,
+                col=s.col,
+                rank=s.rank,
+                probability=s.probability,
+                entropy=s.entropy,
+                original_filename=s.original_filename,
                 patch_url=f"/api/v1/images/{s.image_id}/patches/{s.row}/{s.col}",
                 label_url=f"/images/{s.image_id}/label?row={s.row}&col={s.col}",
             )
