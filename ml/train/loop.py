@@ -4,6 +4,7 @@ cancellation, device choice, weight init, evaluation with the EMA weights and mo
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -299,6 +300,68 @@ def pick_threshold(
     return 1.0, "default"
 
 
+class Selection:
+    """The EMA snapshot with the best validation key, checked every ``eval_every`` epochs and at
+    the last: GAN runs have bad epochs late, so the last weights are not simply the best."""
+
+    def __init__(self, data: TrainData, cfg: TrainConfig, device: torch.device) -> None:
+        self.data, self.cfg, self.device = data, cfg, device
+        self.key: tuple[float, float] | None = None
+        self.model: nn.Module | None = None
+        self.epoch = cfg.epochs
+        self.val: dict[str, Any] | None = None
+
+    def observe(self, epoch: int, ema_model: nn.Module) -> dict[str, Any] | None:
+        """Validation metrics of ``ema_model`` when this epoch is evaluated; keeps a copy if best."""
+        data, cfg = self.data, self.cfg
+        if not data.has_val or not (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            return None
+        val = evaluate(ema_model, data.val_patches, data.val_patch_labels, data.val_image_labels, self.device)
+        key = selection_key(val)
+        if cfg.select_on_val and (self.key is None or key > self.key):
+            self.key, self.model, self.epoch, self.val = key, copy.deepcopy(ema_model), epoch, val
+        return val
+
+
+def finish(
+    method: str,
+    model: nn.Module,
+    *,
+    best_epoch: int,
+    epochs_run: int,
+    history: list[dict[str, Any]],
+    best_val: dict[str, Any] | None,
+    data: TrainData,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    device: torch.device,
+    t0: float,
+) -> TrainResult:
+    """The selected model's threshold, validation metrics and a CPU copy of its weights."""
+    if best_val is None and data.has_val:
+        best_val = evaluate(model, data.val_patches, data.val_patch_labels, data.val_image_labels, device)
+    threshold, source = pick_threshold(model, data, cfg.target_sensitivity, device)
+    val_metrics = (
+        {} if best_val is None else {k: finite_or_none(best_val[k]) for k in ("patch_auc", "image_auc")}
+    )
+    return TrainResult(
+        method=method,
+        model_cfg=model_cfg,
+        train_cfg=cfg,
+        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        threshold=threshold,
+        threshold_source=source,
+        val_metrics=val_metrics,
+        history=history,
+        data_summary=data.summary(),
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        wall_s=time.perf_counter() - t0,
+        device=str(device),
+        params=data.params,
+    )
+
+
 def epoch_indices(n: int, needed: int, gen: torch.Generator) -> torch.Tensor:
     """Concatenated random permutations of range(n), truncated to ``needed`` (tiles small sets)."""
     reps = max(1, math.ceil(needed / n))
@@ -370,8 +433,8 @@ class Reporter:
             iteration=it,
             iterations=self.total,
             losses={k: float(v) for k, v in losses.items()},
-            val_patch_auc=None if val is None else _f(val["patch_auc"]),
-            val_image_auc=None if val is None else _f(val["image_auc"]),
+            val_patch_auc=None if val is None else finite_or_none(val["patch_auc"]),
+            val_image_auc=None if val is None else finite_or_none(val["image_auc"]),
             it_per_s=rate,
             eta_s=(self.total - it) / rate if rate > 0 else math.inf,
             elapsed_s=elapsed,
@@ -382,5 +445,6 @@ class Reporter:
         return p
 
 
-def _f(x: float) -> float | None:
+def finite_or_none(x: float | None) -> float | None:
+    """JSON and the database take None, not NaN, for an AUC that a one-class set leaves undefined."""
     return None if x is None or math.isnan(x) else float(x)

@@ -11,7 +11,6 @@ image AUC, then patch AUC) is kept, because GAN training can collapse late in a 
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -27,20 +26,19 @@ from ml.train.ema import EMA
 from ml.train.loop import (
     Progress,
     Reporter,
+    Selection,
     TrainData,
     TrainingCancelled,
     TrainResult,
     amp_dtype,
     data_dependent_init,
     epoch_indices,
-    evaluate,
+    finish,
     for_model,
     init_weights,
     labeled_indices,
     lr_factor,
-    pick_threshold,
     resolve_device,
-    selection_key,
     to_model_input,
 )
 from ml.train.losses import feature_matching_loss, supervised_loss, unsupervised_loss
@@ -291,7 +289,7 @@ def train(
     bs = cfg.batch_size
     report = Reporter(cfg.epochs, ipe, on_progress)
 
-    best_key, best_state, best_epoch, best_val = None, None, cfg.epochs, None
+    selection = Selection(data, cfg, dev)
     history: list[dict] = []
     it = 0
     d.train()
@@ -316,39 +314,19 @@ def train(
         mean_losses = {k: float(v) / ipe for k, v in sums.items()}
         if not all(math.isfinite(v) for v in mean_losses.values()):
             raise FloatingPointError(f"training diverged at epoch {epoch}: losses {mean_losses}")
-        val = None
-        if data.has_val and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-            val = evaluate(ema.module, data.val_patches, data.val_patch_labels, data.val_image_labels, dev)
-            key = selection_key(val)
-            if cfg.select_on_val and (best_key is None or key > best_key):
-                best_key, best_state, best_epoch = key, copy.deepcopy(ema.module), epoch
-                best_val = val
-        p = report(epoch, it, mean_losses, val, force=True)
-        history.append(p.to_dict())
+        val = selection.observe(epoch, ema.module)
+        history.append(report(epoch, it, mean_losses, val, force=True).to_dict())
 
-    model = best_state if best_state is not None else ema.module
-    if best_val is None and data.has_val:
-        best_val = evaluate(model, data.val_patches, data.val_patch_labels, data.val_image_labels, dev)
-    threshold, source = pick_threshold(model, data, cfg.target_sensitivity, dev)
-    return TrainResult(
-        method="ssl-gan",
-        model_cfg=model_cfg,
-        train_cfg=cfg,
-        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        threshold=threshold,
-        threshold_source=source,
-        val_metrics={}
-        if best_val is None
-        else {"patch_auc": _none(best_val["patch_auc"]), "image_auc": _none(best_val["image_auc"])},
-        history=history,
-        data_summary=data.summary(),
-        best_epoch=best_epoch if best_state is not None else cfg.epochs,
+    return finish(
+        "ssl-gan",
+        selection.model if selection.model is not None else ema.module,
+        best_epoch=selection.epoch,
         epochs_run=cfg.epochs,
-        wall_s=time.perf_counter() - t0,
-        device=str(dev),
-        params=data.params,
+        history=history,
+        best_val=selection.val,
+        data=data,
+        cfg=cfg,
+        model_cfg=model_cfg,
+        device=dev,
+        t0=t0,
     )
-
-
-def _none(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else float(x)

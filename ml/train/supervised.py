@@ -28,19 +28,18 @@ from ml.train.ema import EMA
 from ml.train.loop import (
     Progress,
     Reporter,
+    Selection,
     TrainData,
     TrainingCancelled,
     TrainResult,
     autocast,
     data_dependent_init,
-    evaluate,
+    finish,
     for_model,
     init_weights,
     labeled_indices,
     lr_factor,
-    pick_threshold,
     resolve_device,
-    selection_key,
     to_model_input,
 )
 from ml.train.losses import supervised_loss
@@ -77,26 +76,18 @@ def train(
     selected, best_epoch, epochs_run, history, best_val = run(
         model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_progress, should_stop
     )
-    if best_val is None and data.has_val:
-        best_val = evaluate(selected, data.val_patches, data.val_patch_labels, data.val_image_labels, dev)
-    threshold, source = pick_threshold(selected, data, cfg.target_sensitivity, dev)
-    return TrainResult(
-        method=method,
-        model_cfg=model_cfg,
-        train_cfg=cfg,
-        state_dict={k: v.detach().cpu().clone() for k, v in selected.state_dict().items()},
-        threshold=threshold,
-        threshold_source=source,
-        val_metrics={}
-        if best_val is None
-        else {"patch_auc": _none(best_val["patch_auc"]), "image_auc": _none(best_val["image_auc"])},
-        history=history,
-        data_summary=data.summary(),
+    return finish(
+        method,
+        selected,
         best_epoch=best_epoch,
         epochs_run=epochs_run,
-        wall_s=time.perf_counter() - t0,
-        device=str(dev),
-        params=data.params,
+        history=history,
+        best_val=best_val,
+        data=data,
+        cfg=cfg,
+        model_cfg=model_cfg,
+        device=dev,
+        t0=t0,
     )
 
 
@@ -112,7 +103,7 @@ def _train_convnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_pr
     ipe = iters_per_epoch(len(x_unl), cfg)  # same iterations as the SSL-GAN on the same data
     total, bs = cfg.epochs * ipe, cfg.batch_size
     report = Reporter(cfg.epochs, ipe, on_progress)
-    best_key, best_model, best_epoch, best_val, history, it = None, None, cfg.epochs, None, [], 0
+    selection, history, it = Selection(data, cfg, dev), [], 0
     model.train()
     for epoch in range(1, cfg.epochs + 1):
         il = labeled_indices(y_lab, ipe * bs, host_gen, cfg.labeled_sampling).to(dev)
@@ -137,14 +128,10 @@ def _train_convnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_pr
         losses = {"sup": float(loss_sum) / ipe}
         if not math.isfinite(losses["sup"]):
             raise FloatingPointError(f"training diverged at epoch {epoch}")
-        val = None
-        if data.has_val and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-            val = evaluate(ema.module, data.val_patches, data.val_patch_labels, data.val_image_labels, dev)
-            key = selection_key(val)
-            if cfg.select_on_val and (best_key is None or key > best_key):
-                best_key, best_model, best_epoch, best_val = key, copy.deepcopy(ema.module), epoch, val
+        val = selection.observe(epoch, ema.module)
         history.append(report(epoch, it, losses, val, force=True).to_dict())
-    return best_model or ema.module, best_epoch, cfg.epochs, history, best_val
+    selected = selection.model if selection.model is not None else ema.module
+    return selected, selection.epoch, cfg.epochs, history, selection.val
 
 
 def _train_resnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_progress, should_stop):
@@ -220,7 +207,3 @@ def _val_loss(model, x, y, pos_weight, batch: int = 4096) -> float:
         )
     model.train()
     return total / len(x)
-
-
-def _none(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else float(x)
