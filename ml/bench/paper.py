@@ -48,6 +48,8 @@ PUBLISHED_IMAGE_AUC = {  # the method's image-level AUC (%) at 10/20/40/80/149 l
     "resnet34": {10: 71.3, 20: 79.4, 40: 80.5, 80: 84.2, 149: 98.9},
 }
 SHARED_IDRID = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "idrid"
+# --train-seed N adds N times this to every run's seed (1000 x sampling + labeled, below 100000).
+TRAIN_SEED_STRIDE = 100_000
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,8 @@ def run_cell(
         cell.sampling
     ]
     data = train_data(arrays, train_ids, subset.labeled, val_ids, opts["train_labels"])
-    model_cfg, cfg = preset(opts["preset"], **opts["overrides"], seed=1000 * cell.sampling + cell.labeled)
+    seed = 1000 * cell.sampling + cell.labeled + TRAIN_SEED_STRIDE * opts["train_seed"]
+    model_cfg, cfg = preset(opts["preset"], **opts["overrides"], seed=seed)
     model_cfg = replace(
         model_cfg,
         input_norm=opts["input_norm"],
@@ -238,6 +241,7 @@ def run_cell(
         "g_lr_scale": cfg.g_lr_scale if cell.method == "ssl-gan" else None,
         # ResNet34 keeps Table 5's class-weighted loss over its own epochs of the labeled set.
         "labeled_sampling": cfg.labeled_sampling if cell.method != "resnet34" else None,
+        "train_seed": opts["train_seed"],
         "step": cfg.step if cell.method == "ssl-gan" else "eager",  # the baselines always run eagerly
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
@@ -342,6 +346,7 @@ def folder_options(args: argparse.Namespace) -> dict[str, Any]:
         "adam_eps": args.adam_eps,
         "g_lr_scale": args.g_lr_scale,
         "labeled_sampling": args.labeled_sampling,
+        "train_seed": args.train_seed,
     }
 
 
@@ -369,6 +374,7 @@ _FOLDER_FLAGS = (
     ("adam_eps", "--adam-eps", 1e-8),
     ("g_lr_scale", "--g-lr-scale", 1.0),
     ("labeled_sampling", "--labeled-sampling", "tiled"),
+    ("train_seed", "--train-seed", 0),
 )
 
 
@@ -416,6 +422,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "adam_eps": p.opts["adam_eps"],
         "g_lr_scale": p.opts["g_lr_scale"],
         "labeled_sampling": p.opts["labeled_sampling"],
+        "train_seed": p.opts["train_seed"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]
@@ -523,7 +530,8 @@ def write_report(out: Path, results: list[dict], meta: dict) -> None:
         f"weight-norm scales {meta.get('wn_scales', 'trainable')}, "
         f"Adam epsilon {meta.get('adam_eps', 1e-8):g}, "
         f"generator learning rate x{meta.get('g_lr_scale', 1.0):g}, "
-        f"labeled patches drawn {meta.get('labeled_sampling', 'tiled')}; {len(results)} runs, "
+        f"labeled patches drawn {meta.get('labeled_sampling', 'tiled')}, "
+        f"training seed offset {meta.get('train_seed', 0)}; {len(results)} runs, "
         f"{wall / 60:.1f} min of training.",
         "",
         "Image-level AUC (%), mean ± std over samplings, beside the method's published image AUC:",
@@ -725,6 +733,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default="tiled",
         help="how the SSL-GAN and the ConvNet draw labeled patches each epoch: tiled (the labeled "
         "set repeated, as published) or balanced (an equal share per class)",
+    )
+    ap.add_argument(
+        "--train-seed",
+        dest="train_seed",
+        type=int,
+        default=0,
+        help="another draw of every run's random streams (initialisation, batch order, augmentation, "
+        f"noise): the training seed moves by {TRAIN_SEED_STRIDE} x TRAIN_SEED, the labeled samplings "
+        "stay; 0 (the default) is the seed every earlier folder used",
     )
     ap.add_argument(
         "--g-base",

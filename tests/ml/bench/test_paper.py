@@ -370,3 +370,33 @@ def test_an_ssl_gan_flag_reaches_the_trainer_and_binds_the_folder(
     (out / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(SystemExit, match=f"{flag} {default}"):
         paper.main(argv)
+
+
+def test_train_seed_redraws_every_runs_streams_and_binds_the_folder(tmp_path):
+    """Same labeled samplings, another training seed for both learners; recorded; not mixed in a folder."""
+    from ml.train import ssl_gan
+
+    seen = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            paper_models,
+            "train",
+            lambda d, c, *a, **k: supervised_train(d, (seen.append(c.seed), c)[1], *a, **k),
+        )
+        out = _run_with_spy(
+            tmp_path,
+            ssl_gan,
+            ["--train-seed", "2"],
+            lambda d, c: seen.append(c.seed) or c,
+            methods="ssl-gan,convnet",
+        )
+    assert seen == [4 + 2 * paper.TRAIN_SEED_STRIDE] * 2  # sampling 0, 4 labeled, offset 2
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["train_seed"] for r in rows] == [2, 2]
+    assert "training seed offset 2" in (out / "table.md").read_text()
+    meta = json.loads((out / "meta.json").read_text())
+    argv = meta["command"].split()[3:]
+    del meta["train_seed"]  # a folder from before the flag: trained at offset 0
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="--train-seed 0"):
+        paper.main(argv)
