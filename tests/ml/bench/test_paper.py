@@ -377,19 +377,14 @@ def test_train_seed_redraws_every_runs_streams_and_binds_the_folder(tmp_path):
     from ml.train import ssl_gan
 
     seen = []
+
+    def record(d, c):
+        seen.append(c.seed)
+        return c
+
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(
-            paper_models,
-            "train",
-            lambda d, c, *a, **k: supervised_train(d, (seen.append(c.seed), c)[1], *a, **k),
-        )
-        out = _run_with_spy(
-            tmp_path,
-            ssl_gan,
-            ["--train-seed", "2"],
-            lambda d, c: seen.append(c.seed) or c,
-            methods="ssl-gan,convnet",
-        )
+        mp.setattr(paper_models, "train", lambda d, c, *a, **k: supervised_train(d, record(d, c), *a, **k))
+        out = _run_with_spy(tmp_path, ssl_gan, ["--train-seed", "2"], record, methods="ssl-gan,convnet")
     assert seen == [4 + 2 * paper.TRAIN_SEED_STRIDE] * 2  # sampling 0, 4 labeled, offset 2
     rows = json.loads((out / "results.json").read_text())
     assert [r["train_seed"] for r in rows] == [2, 2]
