@@ -12,6 +12,16 @@ standard error and 95 % t-interval, and in how many pairs B was higher.
 
 An arm is ``FOLDER[:METHOD]``; without a method the folder must hold exactly one. Folders whose
 split or data differ are refused: their sampling k is not the same labeled images.
+
+An arm may also be several folders joined by ``+``: the same learner trained again with other
+``--train-seed`` values (same labeled images, other initialisation, batch order and
+augmentation). Each (labeled, sampling) cell is then the mean over the draws, on the cells every
+folder ran, so that one lucky draw of a control does not decide a comparison; the table adds how
+far the draws of one cell lie apart (the training noise) beside the spread between samplings.
+The folders must agree on every learner setting and differ in their training seeds.
+
+    python -m ml.bench.compare docs/benchmarks/idrid-cpu-small-image-long-pubeps:ssl-gan \
+        'docs/benchmarks/idrid-cpu-small-image-long-pubeps-tiled-convnet+docs/benchmarks/idrid-cpu-small-image-long-ablations/convnet-seed1'
 """
 
 from __future__ import annotations
@@ -28,17 +38,48 @@ from scipy import stats
 from ml.bench.paper import load_results
 
 METRICS = ("image_auc", "patch_auc", "loc_auc")
+# What a results.json row records of the learner: the folders of one multi-draw arm must agree on
+# all of it (a setting a method ignores is recorded as None, so a ConvNet folder run with
+# --wn-scales published still matches one run without).
+LEARNER = (
+    "preset",
+    "epochs",
+    "iterations",
+    "input_norm",
+    "pool",
+    "dropout",
+    "train_labels",
+    "precision",
+    "unlabeled_weight",
+    "g_base",
+    "fm_features",
+    "wn_scales",
+    "adam_eps",
+    "g_lr_scale",
+    "labeled_sampling",
+    "model_res",
+)
 
 
 @dataclass(frozen=True)
 class Arm:
-    folder: Path
+    folders: tuple[Path, ...]
     method: str
-    rows: dict[tuple[int, int], dict]  # (labeled, sampling) -> results.json row
+    # (labeled, sampling) -> one row per folder (training draw), in the folders' order
+    draws: dict[tuple[int, int], list[dict]]
+
+    @property
+    def folder(self) -> Path:
+        return self.folders[0]
 
     @property
     def name(self) -> str:
-        return f"{self.folder.name}:{self.method}"
+        return "+".join(f.name for f in self.folders) + f":{self.method}"
+
+    def value(self, key: tuple[int, int], metric: str) -> float | None:
+        """The cell's metric, the mean over the draws (None when any draw lacks it)."""
+        values = [r.get(metric) for r in self.draws[key]]
+        return None if None in values else float(np.mean(values))
 
 
 @dataclass(frozen=True)
@@ -56,32 +97,65 @@ class Paired:
 
 
 def load_arm(spec: str) -> Arm:
-    """``FOLDER[:METHOD]`` -> the folder's rows of that method, keyed by (labeled, sampling)."""
-    folder_text, _, method = spec.partition(":")
-    folder = Path(folder_text)
-    results = load_results(folder)
-    if not results:
-        raise SystemExit(f"{folder}: no results.json with rows")
-    methods = sorted({r["method"] for r in results})
-    if not method:
-        if len(methods) != 1:
-            raise SystemExit(f"{folder} holds {', '.join(methods)}: name one as {folder}:METHOD")
-        method = methods[0]
-    rows = {(r["labeled"], r["sampling"]): r for r in results if r["method"] == method}
-    if not rows:
-        raise SystemExit(f"{folder}: no rows of method {method!r} (it holds {', '.join(methods)})")
-    return Arm(folder, method, rows)
+    """``FOLDER[+FOLDER...][:METHOD]`` -> the method's rows, keyed by (labeled, sampling); with
+    several folders only the cells all of them ran, each holding one row per folder."""
+    folders_text, _, method = spec.partition(":")
+    folders = tuple(Path(f) for f in folders_text.split("+"))
+    if len(set(folders)) != len(folders):
+        raise SystemExit(f"{spec}: a folder is named twice")
+    per_folder = []
+    for folder in folders:
+        results = load_results(folder)
+        if not results:
+            raise SystemExit(f"{folder}: no results.json with rows")
+        methods = sorted({r["method"] for r in results})
+        if not method:
+            if len(methods) != 1:
+                raise SystemExit(f"{folder} holds {', '.join(methods)}: name one as {folder}:METHOD")
+            method = methods[0]
+        rows = {(r["labeled"], r["sampling"]): r for r in results if r["method"] == method}
+        if not rows:
+            raise SystemExit(f"{folder}: no rows of method {method!r} (it holds {', '.join(methods)})")
+        per_folder.append(rows)
+    keys = set.intersection(*(set(rows) for rows in per_folder))
+    if not keys:
+        raise SystemExit(f"{spec}: its folders share no (labeled, sampling) cell")
+    draws = {k: [rows[k] for rows in per_folder] for k in sorted(keys)}
+    arm = Arm(folders, method, draws)
+    if len(folders) > 1:
+        _check_draws(arm)
+    return arm
+
+
+def _check_draws(arm: Arm) -> None:
+    """Several folders are one learner drawn again: same settings, distinct training seeds."""
+    for key, rows in arm.draws.items():
+        for setting in LEARNER:
+            values = [r.get(setting) for r in rows]
+            if any(v != values[0] for v in values):
+                raise SystemExit(
+                    f"{arm.name}: its folders differ in {setting} ({values}) at labeled {key[0]}, "
+                    f"sampling {key[1]}; only the training seed may differ between draws"
+                )
+        seeds = [r.get("train_seed") or 0 for r in rows]  # rows from before --train-seed had 0
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(
+                f"{arm.name}: training seeds {seeds} repeat; the same seed on the same machine "
+                "is the same run, not another draw"
+            )
 
 
 def check_comparable(a: Arm, b: Arm) -> None:
     """Refuse arms whose sampling k is not the same labeled images (other split or data)."""
-    metas = [_meta(arm.folder) for arm in (a, b)]
+    folders = [*a.folders, *b.folders]
+    metas = [_meta(folder) for folder in folders]
     for key in ("split", "data"):
-        if metas[0].get(key) != metas[1].get(key):
-            raise SystemExit(
-                f"the arms differ in {key}: {a.folder} has {metas[0].get(key)}, "
-                f"{b.folder} has {metas[1].get(key)}; their samplings are not paired"
-            )
+        for folder, meta in zip(folders[1:], metas[1:], strict=True):
+            if meta.get(key) != metas[0].get(key):
+                raise SystemExit(
+                    f"the arms differ in {key}: {folders[0]} has {metas[0].get(key)}, "
+                    f"{folder} has {meta.get(key)}; their samplings are not paired"
+                )
 
 
 def _meta(folder: Path) -> dict:
@@ -121,8 +195,8 @@ def compare(a: Arm, b: Arm, metric: str = "image_auc", labeled: list[int] | None
     pair when there is more than one count."""
     common = sorted(
         k
-        for k in a.rows.keys() & b.rows.keys()
-        if (labeled is None or k[0] in labeled) and None not in (a.rows[k].get(metric), b.rows[k].get(metric))
+        for k in a.draws.keys() & b.draws.keys()
+        if (labeled is None or k[0] in labeled) and None not in (a.value(k, metric), b.value(k, metric))
     )
     if not common:
         raise SystemExit(f"{a.name} and {b.name} share no (labeled, sampling) cell with a {metric}")
@@ -131,16 +205,46 @@ def compare(a: Arm, b: Arm, metric: str = "image_auc", labeled: list[int] | None
         keys = [k for k in common if k[0] == count]
         out.append(
             paired(
-                [a.rows[k][metric] for k in keys],
-                [b.rows[k][metric] for k in keys],
+                [a.value(k, metric) for k in keys],
+                [b.value(k, metric) for k in keys],
                 count,
                 [s for _, s in keys],
             )
         )
     if len(out) > 1:
         out.append(
-            paired([a.rows[k][metric] for k in common], [b.rows[k][metric] for k in common], "all counts", [])
+            paired(
+                [a.value(k, metric) for k in common], [b.value(k, metric) for k in common], "all counts", []
+            )
         )
+    return out
+
+
+@dataclass(frozen=True)
+class Spread:
+    labeled: int
+    draws: int
+    samplings: int
+    within_sd: float  # root mean square over samplings of the draws' sd in one cell (training noise)
+    between_sd: float  # sd over samplings of the cells' means (which images were labeled)
+    draw_means: list[float]  # each draw's mean over the samplings, in the folders' order
+
+
+def spread(arm: Arm, metric: str = "image_auc", labeled: list[int] | None = None) -> list[Spread]:
+    """How much a multi-draw arm's training seed moves a cell, against the samplings' spread."""
+    out = []
+    for count in sorted({n for n, _ in arm.draws if labeled is None or n in labeled}):
+        cells = [
+            [r[metric] for r in rows]
+            for (n, _), rows in arm.draws.items()
+            if n == count and None not in (r.get(metric) for r in rows)
+        ]
+        if not cells:
+            continue
+        v = np.asarray(cells, float)  # samplings x draws
+        within = float(np.sqrt(np.mean(v.var(axis=1, ddof=1)))) if v.shape[1] > 1 else 0.0
+        between = float(v.mean(axis=1).std(ddof=1)) if v.shape[0] > 1 else 0.0
+        out.append(Spread(count, v.shape[1], v.shape[0], within, between, [float(m) for m in v.mean(axis=0)]))
     return out
 
 
@@ -160,13 +264,36 @@ def table(rows: list[Paired], a: Arm, b: Arm, metric: str) -> str:
             f"| {r.labeled} | {r.n} | {samplings} | {100 * r.mean_a:.1f} | {100 * r.mean_b:.1f} | "
             f"{100 * r.diff:+.1f} | {se} | {ci} | {r.b_higher} of {r.n} |"
         )
+    counts = [r.labeled for r in rows if isinstance(r.labeled, int)]
+    for arm in (a, b):
+        if len(arm.folders) > 1:
+            lines += ["", spread_table(spread(arm, metric, counts), arm)]
+    return "\n".join(lines)
+
+
+def spread_table(rows: list[Spread], arm: Arm) -> str:
+    lines = [
+        f"{arm.name}: {len(arm.folders)} training draws per cell, averaged above",
+        "",
+        "| labeled | samplings | sd between draws | sd between samplings | each draw's mean |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        means = " / ".join(f"{100 * m:.1f}" for m in r.draw_means)
+        lines.append(
+            f"| {r.labeled} | {r.samplings} | {100 * r.within_sd:.1f} | {100 * r.between_sd:.1f} | {means} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("a", help="the reference arm, FOLDER[:METHOD] (a ml.bench.paper output folder)")
-    ap.add_argument("b", help="the arm compared with it, FOLDER[:METHOD]; differences are B - A")
+    ap.add_argument(
+        "a",
+        help="the reference arm, FOLDER[:METHOD] (a ml.bench.paper output folder), or "
+        "FOLDER+FOLDER...[:METHOD] for one learner's runs with other --train-seed values, averaged per cell",
+    )
+    ap.add_argument("b", help="the arm compared with it, in the same form; differences are B - A")
     ap.add_argument("--metric", choices=METRICS, default="image_auc")
     ap.add_argument("--labeled", help="only these labeled counts, e.g. 10,20 (149 for 'all')")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")

@@ -5,12 +5,12 @@ import math
 
 import pytest
 
-from ml.bench.compare import check_comparable, compare, load_arm, main
+from ml.bench.compare import check_comparable, compare, load_arm, main, spread
 
 SPLIT = {"train": 149, "val": 50, "test": 50, "seed": 0}
 
 
-def _folder(path, rows, split=SPLIT, data="npz:idrid-cohort.npz"):
+def _folder(path, rows, split=SPLIT, data="npz:idrid-cohort.npz", **row_fields):
     path.mkdir()
     (path / "meta.json").write_text(json.dumps({"split": split, "data": data}))
     (path / "results.json").write_text(
@@ -23,6 +23,7 @@ def _folder(path, rows, split=SPLIT, data="npz:idrid-cohort.npz"):
                     "image_auc": v,
                     "patch_auc": v / 2,
                     "loc_auc": None,
+                    **row_fields,
                 }
                 for m, n, s, v in rows
             ]
@@ -93,3 +94,65 @@ def test_main_prints_the_table(arms, capsys):
     out = capsys.readouterr().out
     assert "| 20 | 3 | 0,1,2 | 80.0 | 83.0 | +3.0 |" in out
     assert "3 of 3" in out
+
+
+# One ConvNet drawn three times (train seeds 0, 1, 2) on the same labeled samplings.
+DRAWS = [
+    {(20, 0): 0.80, (20, 1): 0.90, (20, 2): 0.70},
+    {(20, 0): 0.70, (20, 1): 0.80},  # sampling 2 not run: the arm keeps the cells all draws have
+    {(20, 0): 0.75, (20, 1): 0.85, (10, 0): 0.60},
+]
+
+
+@pytest.fixture
+def draws(tmp_path):
+    return [
+        _folder(
+            tmp_path / f"seed{i}", [("convnet", n, s, v) for (n, s), v in d.items()], train_seed=i or None
+        )
+        for i, d in enumerate(DRAWS)
+    ]
+
+
+def test_several_folders_are_one_arm_averaged_per_cell(arms, draws):
+    b = load_arm("+".join(map(str, draws)))
+    assert b.method == "convnet" and sorted(b.draws) == [(20, 0), (20, 1)]
+    assert b.value((20, 0), "image_auc") == pytest.approx(0.75)
+    assert b.value((20, 1), "image_auc") == pytest.approx(0.85)
+    [r20] = compare(load_arm(f"{arms[0]}:ssl-gan"), b)
+    assert (r20.n, r20.samplings) == (2, [0, 1])
+    assert r20.mean_a == pytest.approx(0.75) and r20.mean_b == pytest.approx(0.80)
+    assert r20.diff == pytest.approx(0.05) and r20.b_higher == 1  # -0.05 and +0.15
+
+
+def test_spread_sets_the_draws_against_the_samplings(draws):
+    [s] = spread(load_arm("+".join(map(str, draws))))
+    assert (s.labeled, s.draws, s.samplings) == (20, 3, 2)
+    assert s.within_sd == pytest.approx(0.05)  # each cell's three draws: +-0.05 around their mean
+    assert s.between_sd == pytest.approx(math.sqrt(0.005))  # cell means 0.75 and 0.85
+    assert s.draw_means == pytest.approx([0.85, 0.75, 0.80])
+
+
+def test_draws_must_share_the_learner_and_differ_in_seed(tmp_path, draws):
+    other = _folder(tmp_path / "pub", [("convnet", 20, 0, 0.8)], train_seed=5, labeled_sampling="balanced")
+    with pytest.raises(SystemExit, match="differ in labeled_sampling"):
+        load_arm(f"{draws[1]}+{other}")
+    again = _folder(tmp_path / "again", [("convnet", 20, 0, 0.8)])  # no train_seed recorded: seed 0
+    with pytest.raises(SystemExit, match=r"seeds \[0, 0\] repeat"):
+        load_arm(f"{draws[0]}+{again}")
+    with pytest.raises(SystemExit, match="named twice"):
+        load_arm(f"{draws[0]}+{draws[0]}")
+
+
+def test_a_draw_of_another_split_is_refused(arms, draws, tmp_path):
+    moved = _folder(tmp_path / "moved", [("convnet", 20, 0, 0.8)], split={**SPLIT, "seed": 1}, train_seed=7)
+    with pytest.raises(SystemExit, match="differ in split"):
+        check_comparable(load_arm(f"{arms[0]}:ssl-gan"), load_arm(f"{draws[0]}+{moved}"))
+
+
+def test_main_prints_the_draws_spread(arms, draws, capsys):
+    main([f"{arms[0]}:ssl-gan", "+".join(map(str, draws)), "--labeled", "20"])
+    out = capsys.readouterr().out
+    assert "| 20 | 2 | 0,1 | 75.0 | 80.0 | +5.0 |" in out
+    assert "3 training draws per cell" in out
+    assert "| 20 | 2 | 5.0 | 7.1 | 85.0 / 75.0 / 80.0 |" in out
