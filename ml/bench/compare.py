@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from ml.bench.paper import load_results
+from ml.bench.paper import load_results, row_setting
 
 METRICS = ("image_auc", "patch_auc", "loc_auc")
 # What a results.json row records of the learner: the folders of one multi-draw arm must agree on
@@ -131,13 +131,13 @@ def _check_draws(arm: Arm) -> None:
     """Several folders are one learner drawn again: same settings, distinct training seeds."""
     for key, rows in arm.draws.items():
         for setting in LEARNER:
-            values = [r.get(setting) for r in rows]
+            values = [row_setting(r, setting) for r in rows]
             if any(v != values[0] for v in values):
                 raise SystemExit(
                     f"{arm.name}: its folders differ in {setting} ({values}) at labeled {key[0]}, "
                     f"sampling {key[1]}; only the training seed may differ between draws"
                 )
-        seeds = [r.get("train_seed") or 0 for r in rows]  # rows from before --train-seed had 0
+        seeds = [row_setting(r, "train_seed") or 0 for r in rows]
         if len(set(seeds)) != len(seeds):
             raise SystemExit(
                 f"{arm.name}: training seeds {seeds} repeat; the same seed on the same machine "

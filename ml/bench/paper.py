@@ -378,6 +378,23 @@ _FOLDER_FLAGS = (
 )
 
 
+# What a results row records as None for a method that ignores the setting (see run_cell).
+_SSL_GAN_ONLY = ("unlabeled_weight", "g_base", "fm_features", "wn_scales", "adam_eps", "g_lr_scale")
+
+
+def row_setting(row: dict, key: str) -> Any:
+    """A results.json row's learner setting. Rows written before an option existed lack its key,
+    yet ran with the value the option then had: a later folder of the same learner must read as
+    the same learner, and one that set the option otherwise must not."""
+    if key in row:
+        return row[key]
+    if (key in _SSL_GAN_ONLY and row["method"] != "ssl-gan") or (
+        key == "labeled_sampling" and row["method"] == "resnet34"
+    ):
+        return None
+    return next((old for k, _, old in _FOLDER_FLAGS if k == key), None)
+
+
 def _check_same_folder_options(out: Path, opts: dict[str, Any]) -> None:
     """A folder's cells share its ``folder_options``: refuse to resume it with others."""
     from ml.train.config import preset

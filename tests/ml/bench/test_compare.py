@@ -156,3 +156,29 @@ def test_main_prints_the_draws_spread(arms, draws, capsys):
     assert "| 20 | 2 | 0,1 | 75.0 | 80.0 | +5.0 |" in out
     assert "3 training draws per cell" in out
     assert "| 20 | 2 | 5.0 | 7.1 | 85.0 / 75.0 / 80.0 |" in out
+
+
+def test_a_folder_from_before_an_option_reads_as_its_old_default(tmp_path):
+    """The recipe's first draw predates --g-lr-scale, --labeled-sampling and --train-seed; a
+    later draw that records their old defaults is the same learner, one that changed them is not."""
+    old = _folder(tmp_path / "old", [("ssl-gan", 10, 0, 0.8)], wn_scales="published")
+    new = _folder(
+        tmp_path / "new",
+        [("ssl-gan", 10, 0, 0.9)],
+        wn_scales="published",
+        g_lr_scale=1.0,
+        labeled_sampling="tiled",
+        train_seed=1,
+    )
+    assert load_arm(f"{old}+{new}").value((10, 0), "image_auc") == pytest.approx(0.85)
+    slow_g = _folder(
+        tmp_path / "slow-g", [("ssl-gan", 10, 0, 0.9)], wn_scales="published", g_lr_scale=0.33, train_seed=2
+    )
+    with pytest.raises(SystemExit, match="differ in g_lr_scale"):
+        load_arm(f"{old}+{slow_g}")
+    # a baseline row records None for the SSL-GAN's settings, and older baseline rows lack them
+    conv_old = _folder(tmp_path / "conv-old", [("convnet", 10, 0, 0.7)])
+    conv_new = _folder(
+        tmp_path / "conv-new", [("convnet", 10, 0, 0.7)], g_lr_scale=None, adam_eps=None, train_seed=1
+    )
+    assert load_arm(f"{conv_old}+{conv_new}").method == "convnet"
