@@ -392,7 +392,12 @@ def row_setting(row: dict, key: str) -> Any:
         key == "labeled_sampling" and row["method"] == "resnet34"
     ):
         return None
-    return next((old for k, _, old in _FOLDER_FLAGS if k == key), None)
+    old = next((old for k, _, old in _FOLDER_FLAGS if k == key), None)
+    if old is None and key == "g_base":  # the row's preset decided it
+        from ml.train.config import preset
+
+        old = preset(row.get("preset", "full"))[0].g_base
+    return old
 
 
 def _check_same_folder_options(out: Path, opts: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from ml.bench.compare import check_comparable, compare, load_arm, main, spread
+from ml.train.config import preset
 
 SPLIT = {"train": 149, "val": 50, "test": 50, "seed": 0}
 
@@ -182,3 +183,25 @@ def test_a_folder_from_before_an_option_reads_as_its_old_default(tmp_path):
         tmp_path / "conv-new", [("convnet", 10, 0, 0.7)], g_lr_scale=None, adam_eps=None, train_seed=1
     )
     assert load_arm(f"{conv_old}+{conv_new}").method == "convnet"
+    # a row from before --g-base ran with its preset's generator width
+    small = _folder(tmp_path / "small", [("ssl-gan", 10, 0, 0.8)], preset="small", wn_scales="published")
+    width = preset("small")[0].g_base
+    wide = _folder(
+        tmp_path / "wide",
+        [("ssl-gan", 10, 0, 0.8)],
+        preset="small",
+        wn_scales="published",
+        g_base=width,
+        train_seed=1,
+    )
+    assert load_arm(f"{small}+{wide}").method == "ssl-gan"
+    wider = _folder(
+        tmp_path / "wider",
+        [("ssl-gan", 10, 0, 0.8)],
+        preset="small",
+        wn_scales="published",
+        g_base=2 * width,
+        train_seed=2,
+    )
+    with pytest.raises(SystemExit, match="differ in g_base"):
+        load_arm(f"{small}+{wider}")
