@@ -43,7 +43,7 @@ import torch
 from ml.eval.metrics import auc
 from ml.train.config import preset
 from ml.train.ema import EMA
-from ml.train.loop import epoch_indices, lr_factor, to_model_input
+from ml.train.loop import Streams, epoch_indices, lr_factor, to_model_input
 from ml.train.ssl_gan import SSLGANStep, init_networks, output_std
 
 N_CLASSES = 10
@@ -157,8 +157,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
     )
     dev = torch.device("cpu")
     torch.manual_seed(cfg.seed)
-    host_gen = torch.Generator().manual_seed(cfg.seed)
-    dev_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    streams = Streams.from_seed(cfg.seed, dev)
 
     from ml.models.discriminator import Discriminator
     from ml.models.generator import Generator
@@ -166,13 +165,13 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
     d, g = Discriminator(model_cfg), Generator(model_cfg)
     x_lab, y_lab = torch.from_numpy(x[lab]), torch.from_numpy(y[lab])
     x_unl = torch.from_numpy(x[tr])
-    init_networks(d, g, x_unl, host_gen, dev, out_std=output_std(cfg))
+    init_networks(d, g, x_unl, streams.init, dev, out_std=output_std(cfg))
     ema = EMA(d, cfg.ema_decay)
-    step = SSLGANStep(d, g, cfg, dev, dev_gen)
+    step = SSLGANStep(d, g, cfg, dev, streams)
     bs, t0 = cfg.batch_size, time.perf_counter()
-    il = epoch_indices(len(x_lab), cell.iters * bs, host_gen)
-    iu = epoch_indices(len(x_unl), cell.iters * bs, host_gen)
-    iu2 = epoch_indices(len(x_unl), cell.iters * bs, host_gen)
+    il = epoch_indices(len(x_lab), cell.iters * bs, streams.labeled)
+    iu = epoch_indices(len(x_unl), cell.iters * bs, streams.unlabeled)
+    iu2 = epoch_indices(len(x_unl), cell.iters * bs, streams.unlabeled)
     curve, tail, n_tail = [], {"d_unsup": 0.0, "g_fm": 0.0}, min(100, cell.iters)
     every = max(1, cell.iters // 10)
     # Mean losses between test points: the game's state beside each point of the test curve.

@@ -39,21 +39,21 @@ from torch.utils.flop_counter import FlopCounterMode
 from ml.models.discriminator import Discriminator
 from ml.models.generator import Generator
 from ml.train.config import preset
-from ml.train.loop import init_weights, resolve_device
+from ml.train.loop import Streams, init_weights, resolve_device
 from ml.train.ssl_gan import GraphedStep, SSLGANStep, make_step
 
 PUBLISHED_GFLOP_FULL = 763.0  # per iteration, full model (the issue's figure, checked below)
 
 
 def networks(preset_name: str, device: torch.device, **train_overrides: Any):
-    """The preset's configs (batch 100, augmentation on), its D and G with seeded weights, and a
-    device generator of their own, as the trainer has."""
+    """The preset's configs (batch 100, augmentation on), its D and G with seeded weights, and
+    random streams of their own, as the trainer has."""
     model_cfg, cfg = preset(preset_name, batch_size=100, augment=True, **train_overrides)
     torch.manual_seed(0)
     d, g = Discriminator(model_cfg).to(device), Generator(model_cfg).to(device)
     init_weights(d)
     init_weights(g)
-    return cfg, d, g, torch.Generator(device=device).manual_seed(1)
+    return cfg, d, g, Streams.from_seed(1, device)
 
 
 def build(
@@ -64,7 +64,7 @@ def build(
     compile_mode: str | None,
     capturable: bool = False,
 ):
-    cfg, d, g, gen = networks(preset_name, device)
+    cfg, d, g, streams = networks(preset_name, device)
     if optimized:
         d = d.to(memory_format=torch.channels_last)
         g = g.to(memory_format=torch.channels_last)
@@ -73,7 +73,7 @@ def build(
             g = torch.compile(g, mode=compile_mode)
     amp = torch.bfloat16 if (optimized and bf16) else None
     fused = optimized and device.type == "cuda"
-    return SSLGANStep(d, g, cfg, device, gen, fused=fused, amp_dtype=amp, capturable=capturable)
+    return SSLGANStep(d, g, cfg, device, streams, fused=fused, amp_dtype=amp, capturable=capturable)
 
 
 def batches(device: torch.device, n: int = 100, res: int = 32) -> tuple[torch.Tensor, ...]:
@@ -138,8 +138,8 @@ def time_variant(
     if dev.type != "cuda":
         raise RuntimeError("not available (CUDA graphs need a GPU)")
     if variant == "whole_graph_compiled":  # exactly the trainer's step="graph"
-        cfg, d, g, gen = networks(preset_name, dev, step="graph", precision="bf16" if bf16 else "fp32")
-        step = make_step(d, g, cfg, dev, gen)
+        cfg, d, g, streams = networks(preset_name, dev, step="graph", precision="bf16" if bf16 else "fp32")
+        step = make_step(d, g, cfg, dev, streams)
     else:  # the same capture over the eager networks
         step = GraphedStep(build(preset_name, dev, True, bf16, None, capturable=True))
     return time_step(step, dev, iters, max(warmup, step.warmup + 1))  # capture is not timed

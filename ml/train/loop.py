@@ -155,13 +155,46 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def init_weights(model: nn.Module, std: float = 0.05) -> None:
+@dataclass(frozen=True)
+class Streams:
+    """A training run's random numbers, one generator per use.
+
+    A trainer that skips a use leaves the other streams where they were: the ConvNet draws no
+    unlabeled batches and no noise, so it starts from the weights and sees the labeled batches and
+    augmentations that the SSL-GAN trainer with the same seed does (common random numbers). With
+    the unlabeled term off and no dropout (whose masks come from torch's global generator), the two
+    trainers then compute the same discriminator up to rounding (tests/ml/train/test_streams.py),
+    and any difference between them is the unlabeled term's, not a different draw's.
+    """
+
+    init: torch.Generator  # host: initial weights and the data-dependent init's batch
+    labeled: torch.Generator  # host: each epoch's order of the labeled patches
+    unlabeled: torch.Generator  # host: each epoch's two orders of the unlabeled patches
+    labeled_aug: torch.Generator  # device: augmentation of the labeled batches
+    unlabeled_aug: torch.Generator  # device: augmentation of the unlabeled batches
+    noise: torch.Generator  # device: the generator's input noise
+
+    @classmethod
+    def from_seed(cls, seed: int, device: torch.device | str = "cpu") -> Streams:
+        """Six independent generators from one seed (numpy's SeedSequence spawns their seeds)."""
+        children = np.random.SeedSequence(seed).spawn(6)
+        seeds = [int(c.generate_state(1)[0]) for c in children]
+        host = [torch.Generator().manual_seed(s) for s in seeds[:3]]
+        dev = [torch.Generator(device=device).manual_seed(s) for s in seeds[3:]]
+        return cls(*host, *dev)
+
+    def device_generators(self) -> tuple[torch.Generator, ...]:
+        """The generators one training iteration draws from on the device (a CUDA graph's)."""
+        return self.labeled_aug, self.unlabeled_aug, self.noise
+
+
+def init_weights(model: nn.Module, std: float = 0.05, generator: torch.Generator | None = None) -> None:
     """Weights N(0, std), biases 0; a weight-normed layer's scale g starts at ||v||.
 
-    So at step 0 the effective weights are exactly N(0, std), as in the method's Table 6. We chose
-    this over weight norm's data-dependent init because it does not depend on the first batch,
-    which with 10 labeled images is a noisy sample, and it keeps runs seed-deterministic.
-    Batch-norm layers keep PyTorch's defaults (scale 1, shift 0).
+    So at step 0 the effective weights are exactly N(0, std), as in the method's Table 6.
+    ``data_dependent_init`` then rescales the weight-normed layers (``init_classifier``).
+    Batch-norm layers keep PyTorch's defaults (scale 1, shift 0). ``generator``: the draw's own
+    stream (``Streams.init``); torch's global generator when None.
     """
     with torch.no_grad():
         for m in model.modules():
@@ -170,13 +203,31 @@ def init_weights(model: nn.Module, std: float = 0.05) -> None:
             pz = getattr(m, "parametrizations", None)
             if pz is not None and "weight" in pz:
                 v, g = pz.weight.original1, pz.weight.original0
-                v.normal_(0.0, std)
+                v.normal_(0.0, std, generator=generator)
                 dim = next(i for i, s in enumerate(g.shape) if s != 1) if g.numel() > 1 else 0
                 g.copy_(torch.norm_except_dim(v, 2, dim))
             elif isinstance(getattr(m, "weight", None), torch.Tensor):
-                m.weight.normal_(0.0, std)
+                m.weight.normal_(0.0, std, generator=generator)
             if isinstance(getattr(m, "bias", None), torch.Tensor):
                 m.bias.zero_()
+
+
+def init_classifier(
+    model: nn.Module,
+    x_unl: np.ndarray | torch.Tensor,
+    gen: torch.Generator,
+    device: torch.device,
+    n: int = 500,
+    last_std: float = 1.0,
+) -> None:
+    """The discriminator's (and the ConvNet's) init: N(0, 0.05) weights from ``gen``, then weight
+    norm's data-dependent init on ``n`` unlabeled patches drawn with ``gen``; one function, so
+    that both trainers start from the same weights for the same seed."""
+    init_weights(model, generator=gen)
+    idx = torch.randperm(len(x_unl), generator=gen)[:n]
+    picked = x_unl[idx.numpy()] if isinstance(x_unl, np.ndarray) else x_unl[idx.to(x_unl.device)]
+    batch = to_model_input(torch.as_tensor(picked).to(device))
+    data_dependent_init(model, lambda: model(batch), last_std=last_std)
 
 
 @torch.no_grad()

@@ -27,6 +27,7 @@ from ml.train.loop import (
     Progress,
     Reporter,
     Selection,
+    Streams,
     TrainData,
     TrainingCancelled,
     TrainResult,
@@ -35,6 +36,7 @@ from ml.train.loop import (
     epoch_indices,
     finish,
     for_model,
+    init_classifier,
     init_weights,
     labeled_indices,
     lr_factor,
@@ -83,12 +85,14 @@ class SSLGANStep:
         g: Generator,
         cfg: TrainConfig,
         device: torch.device,
-        gen: torch.Generator | None = None,
+        streams: Streams | None = None,
         fused: bool = False,
         amp_dtype: torch.dtype | None = None,
         capturable: bool = False,
     ) -> None:
-        self.d, self.g, self.cfg, self.device, self.gen = d, g, cfg, device, gen
+        self.d, self.g, self.cfg, self.device, self.streams = d, g, cfg, device, streams
+        # The iteration's three device streams (torch's global generator when None).
+        self.lab_gen, self.unl_gen, self.noise_gen = streams.device_generators() if streams else (None,) * 3
         self.amp_dtype = amp_dtype  # bf16 autocast of the forward passes (benchmarked, off by default)
         # capturable: the whole step may be recorded as one CUDA graph (ml.bench.train_speed), so
         # Adam keeps its step count on the device and autocast must not cache casted weights.
@@ -115,9 +119,9 @@ class SSLGANStep:
                 else:
                     group["lr"] = base * factor
 
-    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+    def _aug(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         x = to_model_input(x)
-        return pad_crop_flip(x, self.cfg.crop_pad, self.gen) if self.cfg.augment else x
+        return pad_crop_flip(x, self.cfg.crop_pad, gen) if self.cfg.augment else x
 
     def __call__(
         self, x_lab: torch.Tensor, y_lab: torch.Tensor, x_unl: torch.Tensor, x_unl2: torch.Tensor
@@ -132,8 +136,8 @@ class SSLGANStep:
         )
         # Discriminator step: one forward over [labeled | unlabeled | generated] (D has no batch norm).
         with torch.no_grad(), amp:
-            x_gen = g(g.sample_noise(bs, self.device, self.gen))
-        xl, xu = self._aug(x_lab), self._aug(x_unl)
+            x_gen = g(g.sample_noise(bs, self.device, self.noise_gen))
+        xl, xu = self._aug(x_lab, self.lab_gen), self._aug(x_unl, self.unl_gen)
         with amp:
             logits, _ = d(torch.cat([xl, xu, x_gen.to(xl.dtype)]))
         logits = logits.float()
@@ -148,9 +152,9 @@ class SSLGANStep:
         d.requires_grad_(False)
         spatial = self.cfg.fm_features == "spatial"
         with torch.no_grad(), amp:
-            _, f_real = d(self._aug(x_unl2), spatial=spatial)
+            _, f_real = d(self._aug(x_unl2, self.unl_gen), spatial=spatial)
         with amp:
-            _, f_fake = d(g(g.sample_noise(bs, self.device, self.gen)), spatial=spatial)
+            _, f_fake = d(g(g.sample_noise(bs, self.device, self.noise_gen)), spatial=spatial)
         loss_g = feature_matching_loss(f_real.float(), f_fake.float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -197,8 +201,9 @@ class GraphedStep:
         if self.graph is None:
             self.static = tuple(b.clone() for b in batches)
             self.graph = torch.cuda.CUDAGraph()
-            if self.step.gen is not None:  # a generator of our own must be known to the graph
-                self.graph.register_generator_state(self.step.gen)
+            if self.step.streams is not None:  # generators of our own must be known to the graph
+                for gen in self.step.streams.device_generators():
+                    self.graph.register_generator_state(gen)
             with torch.cuda.graph(self.graph):
                 self.out = self.step(*self.static)
         else:
@@ -210,11 +215,11 @@ class GraphedStep:
 
 
 def make_step(
-    d: Discriminator, g: Generator, cfg: TrainConfig, device: torch.device, gen: torch.Generator | None
+    d: Discriminator, g: Generator, cfg: TrainConfig, device: torch.device, streams: Streams | None
 ) -> SSLGANStep | GraphedStep:
     """The iteration ``cfg.step`` asks for: eager, or compiled and replayed as one CUDA graph."""
     if cfg.step == "eager":
-        return SSLGANStep(d, g, cfg, device, gen, fused=device.type == "cuda", amp_dtype=amp_dtype(cfg))
+        return SSLGANStep(d, g, cfg, device, streams, fused=device.type == "cuda", amp_dtype=amp_dtype(cfg))
     if device.type != "cuda":
         raise ValueError(
             f"step 'graph' replays CUDA graphs and needs a CUDA device, not {device}; use 'eager'"
@@ -224,7 +229,7 @@ def make_step(
     g.to(memory_format=torch.channels_last)
     compiled_d, compiled_g = torch.compile(d), torch.compile(g)  # same parameters, fused kernels
     step = SSLGANStep(
-        compiled_d, compiled_g, cfg, device, gen, fused=True, amp_dtype=amp_dtype(cfg), capturable=True
+        compiled_d, compiled_g, cfg, device, streams, fused=True, amp_dtype=amp_dtype(cfg), capturable=True
     )
     return GraphedStep(step)
 
@@ -239,11 +244,10 @@ def init_networks(
     out_std: float = 1.0,
 ) -> None:
     """N(0, 0.05) weights, zero biases, then weight norm's data-dependent init on one batch;
-    ``out_std``: the starting std of both networks' output layers (0.1 with published scales)."""
-    init_weights(d)
-    init_weights(g)
-    batch = to_model_input(x_unl[torch.randperm(len(x_unl), generator=gen)[:n].to(device)])
-    data_dependent_init(d, lambda: d(batch), last_std=out_std)
+    ``out_std``: the starting std of both networks' output layers (0.1 with published scales).
+    D first and from ``gen`` alone (``init_classifier``, as the ConvNet), then G."""
+    init_classifier(d, x_unl, gen, device, n=n, last_std=out_std)
+    init_weights(g, generator=gen)
     z = g.sample_noise(min(n, 256), device)
     data_dependent_init(g, lambda: g(z), last_std=out_std)
 
@@ -274,16 +278,15 @@ def train(
     x_lab_np, y_lab_np = labeled_arrays(data)
     x_unl_np = unlabeled_array(data)
 
-    torch.manual_seed(cfg.seed)
-    host_gen = torch.Generator().manual_seed(cfg.seed)  # batch order: identical on every device
-    dev_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+    torch.manual_seed(cfg.seed)  # dropout's masks; every other draw has its own stream
+    streams = Streams.from_seed(cfg.seed, dev)  # host streams: batch order identical on every device
     d, g = Discriminator(model_cfg).to(dev), Generator(model_cfg).to(dev)
     x_lab = torch.from_numpy(x_lab_np).to(dev)  # data stays on the device as uint8
     y_lab = torch.from_numpy(y_lab_np).to(dev)
     x_unl = torch.from_numpy(x_unl_np).to(dev)
-    init_networks(d, g, x_unl, host_gen, dev, out_std=output_std(cfg))
+    init_networks(d, g, x_unl, streams.init, dev, out_std=output_std(cfg))
     ema = EMA(d, cfg.ema_decay)
-    step = make_step(d, g, cfg, dev, dev_gen)
+    step = make_step(d, g, cfg, dev, streams)
     ipe = iters_per_epoch(len(x_unl_np), cfg)
     total = cfg.epochs * ipe
     bs = cfg.batch_size
@@ -295,9 +298,9 @@ def train(
     d.train()
     g.train()
     for epoch in range(1, cfg.epochs + 1):
-        il = labeled_indices(y_lab, ipe * bs, host_gen, cfg.labeled_sampling).to(dev)
-        iu = epoch_indices(len(x_unl_np), ipe * bs, host_gen).to(dev)
-        iu2 = epoch_indices(len(x_unl_np), ipe * bs, host_gen).to(dev)
+        il = labeled_indices(y_lab, ipe * bs, streams.labeled, cfg.labeled_sampling).to(dev)
+        iu = epoch_indices(len(x_unl_np), ipe * bs, streams.unlabeled).to(dev)
+        iu2 = epoch_indices(len(x_unl_np), ipe * bs, streams.unlabeled).to(dev)
         sums: dict[str, torch.Tensor] = {}
         for b in range(ipe):
             if should_stop is not None and should_stop():

@@ -1,8 +1,10 @@
 """The supervised baselines, through the same patch pipeline and image-level aggregation.
 
 - ``convnet``: the SSL-GAN's discriminator (Table 3) trained on the labeled patches only, no
-  generator and no unlabeled term, with the SSL-GAN's optimiser, schedule, augmentation, EMA and
-  validation-based selection, so that the difference to the SSL-GAN is the unlabeled data alone.
+  generator and no unlabeled term, with the SSL-GAN's optimiser, schedule, augmentation, EMA,
+  validation-based selection and random streams (``ml.train.loop.Streams``: same initial weights,
+  labeled batches and augmentations for the same seed), so that the difference to the SSL-GAN
+  is the unlabeled data alone.
 - ``resnet34``: BasicBlock [3, 4, 6, 3] with the method's Table 5 settings: Adam lr 1e-5,
   balanced class-weighted binary cross-entropy, early stopping with patience 20 epochs on the
   validation loss (best weights kept), learning rate x0.1 after 10 epochs without improvement,
@@ -29,14 +31,14 @@ from ml.train.loop import (
     Progress,
     Reporter,
     Selection,
+    Streams,
     TrainData,
     TrainingCancelled,
     TrainResult,
     autocast,
-    data_dependent_init,
     finish,
     for_model,
-    init_weights,
+    init_classifier,
     labeled_indices,
     lr_factor,
     resolve_device,
@@ -65,16 +67,15 @@ def train(
     default_model, default_train = default_configs(dev)
     cfg, model_cfg = cfg or default_train, model_cfg or default_model
     data = for_model(data, model_cfg)
-    torch.manual_seed(cfg.seed)
-    host_gen = torch.Generator().manual_seed(cfg.seed)
-    dev_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+    torch.manual_seed(cfg.seed)  # the ResNet34's default init and dropout's masks
+    streams = Streams.from_seed(cfg.seed, dev)  # the SSL-GAN trainer's streams for the same seed
     x_np, y_np = labeled_arrays(data)
     x_lab = torch.from_numpy(x_np).to(dev)
     y_lab = torch.from_numpy(y_np).to(dev)
     model = build_classifier(method, model_cfg).to(dev)
     run = _train_convnet if method == "convnet" else _train_resnet
     selected, best_epoch, epochs_run, history, best_val = run(
-        model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_progress, should_stop
+        model, data, cfg, dev, x_lab, y_lab, streams, on_progress, should_stop
     )
     return finish(
         method,
@@ -91,13 +92,9 @@ def train(
     )
 
 
-def _train_convnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_progress, should_stop):
-    init_weights(model)
+def _train_convnet(model, data, cfg, dev, x_lab, y_lab, streams, on_progress, should_stop):
     x_unl = unlabeled_array(data)
-    batch = to_model_input(
-        torch.from_numpy(x_unl[torch.randperm(len(x_unl), generator=host_gen)[:500].numpy()]).to(dev)
-    )
-    data_dependent_init(model, lambda: model(batch))
+    init_classifier(model, x_unl, streams.init, dev)  # the SSL-GAN's D starts from these weights
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=dev.type == "cuda")
     ipe = iters_per_epoch(len(x_unl), cfg)  # same iterations as the SSL-GAN on the same data
@@ -106,7 +103,7 @@ def _train_convnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_pr
     selection, history, it = Selection(data, cfg, dev), [], 0
     model.train()
     for epoch in range(1, cfg.epochs + 1):
-        il = labeled_indices(y_lab, ipe * bs, host_gen, cfg.labeled_sampling).to(dev)
+        il = labeled_indices(y_lab, ipe * bs, streams.labeled, cfg.labeled_sampling).to(dev)
         loss_sum = torch.zeros((), device=dev)
         for b in range(ipe):
             if should_stop is not None and should_stop():
@@ -115,7 +112,7 @@ def _train_convnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_pr
                 g["lr"] = cfg.lr * lr_factor(it, total, cfg.lr_decay_start)
             idx = il[b * bs : (b + 1) * bs]
             x = to_model_input(x_lab[idx])
-            x = pad_crop_flip(x, cfg.crop_pad, dev_gen) if cfg.augment else x
+            x = pad_crop_flip(x, cfg.crop_pad, streams.labeled_aug) if cfg.augment else x
             with autocast(dev, cfg):
                 logits = model(x)[0]
             loss = supervised_loss(logits.float(), y_lab[idx])
@@ -134,7 +131,7 @@ def _train_convnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_pr
     return selected, selection.epoch, cfg.epochs, history, selection.val
 
 
-def _train_resnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_progress, should_stop):
+def _train_resnet(model, data, cfg, dev, x_lab, y_lab, streams, on_progress, should_stop):
     pos = float((y_lab == 1).sum())
     neg = float((y_lab == 0).sum())
     pos_weight = torch.tensor(neg / max(pos, 1.0), device=dev)  # balanced class weights
@@ -152,14 +149,14 @@ def _train_resnet(model, data, cfg, dev, x_lab, y_lab, host_gen, dev_gen, on_pro
     best_loss, best_state, best_epoch, stale, history, it = math.inf, None, 0, 0, [], 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        order = torch.randperm(len(x_lab), generator=host_gen).to(dev)
+        order = torch.randperm(len(x_lab), generator=streams.labeled).to(dev)
         loss_sum = torch.zeros((), device=dev)
         for b in range(ipe):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(epoch, it)
             idx = order[b * bs : (b + 1) * bs]
             x = to_model_input(x_lab[idx])
-            x = affine_flip(x, 0.3, dev_gen) if cfg.augment else x
+            x = affine_flip(x, 0.3, streams.labeled_aug) if cfg.augment else x
             with autocast(dev, cfg):
                 logit = model(x)[0][:, 0]
             # The loss in fp32 whatever precision the forward pass ran in.

@@ -13,7 +13,7 @@ import torch
 from ml.models.discriminator import Discriminator, hidden_scales
 from ml.models.generator import Generator
 from ml.train.config import preset
-from ml.train.loop import to_model_input
+from ml.train.loop import Streams, to_model_input
 from ml.train.ssl_gan import SSLGANStep, init_networks, output_std
 
 
@@ -91,7 +91,7 @@ def _one_step(wn_scales: str) -> tuple[Discriminator, dict, torch.Tensor]:
     head = d.head.parametrizations.weight.original0
     before = {"hidden": [p.clone() for p in hidden_scales(d)], "head": head.clone()}
     y = torch.randint(0, 2, (8,), generator=gen)
-    SSLGANStep(d, g, cfg, torch.device("cpu"), gen)(x[0], y, x[1], x[2])
+    SSLGANStep(d, g, cfg, torch.device("cpu"), Streams.from_seed(1))(x[0], y, x[1], x[2])
     return d, before, logits
 
 

@@ -12,7 +12,7 @@ from ml.models.discriminator import Discriminator
 from ml.models.generator import Generator
 from ml.train import ssl_gan
 from ml.train.config import TrainConfig, preset
-from ml.train.loop import init_weights
+from ml.train.loop import Streams, init_weights
 from ml.train.toy import toy_train_data
 
 
@@ -22,8 +22,8 @@ def _step(capturable: bool) -> ssl_gan.SSLGANStep:
     d, g = Discriminator(model_cfg), Generator(model_cfg)
     init_weights(d)
     init_weights(g)
-    gen = torch.Generator().manual_seed(1)
-    return ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), gen, fused=True, capturable=capturable)
+    streams = Streams.from_seed(1)
+    return ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), streams, fused=True, capturable=capturable)
 
 
 def _batches(seed: int) -> tuple[torch.Tensor, ...]:
@@ -74,7 +74,7 @@ def _fm_step(fm_features: str) -> ssl_gan.SSLGANStep:
     d, g = Discriminator(model_cfg), Generator(model_cfg)
     init_weights(d)
     init_weights(g)
-    return ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), torch.Generator().manual_seed(1))
+    return ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), Streams.from_seed(1))
 
 
 def test_spatial_feature_matching_compares_the_map_per_position():
@@ -101,7 +101,7 @@ def test_adams_epsilon_is_the_one_configured(adam_eps: float):
     d, g = Discriminator(model_cfg), Generator(model_cfg)
     init_weights(d)
     init_weights(g)
-    step = ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), torch.Generator().manual_seed(1))
+    step = ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), Streams.from_seed(1))
     before = [p.detach().clone() for p in d.parameters()]
     torch.manual_seed(0)
     step(*_batches(0))
@@ -120,7 +120,7 @@ def test_the_generators_learning_rate_is_scaled_and_follows_the_schedule():
     d, g = Discriminator(model_cfg), Generator(model_cfg)
     init_weights(d)
     init_weights(g)
-    step = ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), torch.Generator().manual_seed(1))
+    step = ssl_gan.SSLGANStep(d, g, cfg, torch.device("cpu"), Streams.from_seed(1))
     step.set_lr(0.5)
     assert [grp["lr"] for grp in step.opt_d.param_groups] == [cfg.lr * 0.5]
     assert [grp["lr"] for grp in step.opt_g.param_groups] == [cfg.lr * 0.25 * 0.5]
