@@ -137,11 +137,13 @@ def _check_draws(arm: Arm) -> None:
                     f"{arm.name}: its folders differ in {setting} ({values}) at labeled {key[0]}, "
                     f"sampling {key[1]}; only the training seed may differ between draws"
                 )
-        seeds = [row_setting(r, "train_seed") or 0 for r in rows]
+        # A draw is a training seed under one version of the trainers' streams.
+        seeds = [(row_setting(r, "train_seed") or 0, row_setting(r, "streams")) for r in rows]
         if len(set(seeds)) != len(seeds):
+            shown = [s for s, _ in seeds]
             raise SystemExit(
-                f"{arm.name}: training seeds {seeds} repeat; the same seed on the same machine "
-                "is the same run, not another draw"
+                f"{arm.name}: training seeds {shown} repeat under the same random streams; the same "
+                "seed on the same machine is the same run, not another draw"
             )
 
 

@@ -39,6 +39,7 @@ from ml.train.config import (
     POOLS,
     PRECISIONS,
     STEPS,
+    STREAMS_VERSION,
     WN_SCALES,
 )
 
@@ -242,6 +243,7 @@ def run_cell(
         # ResNet34 keeps Table 5's class-weighted loss over its own epochs of the labeled set.
         "labeled_sampling": cfg.labeled_sampling if cell.method != "resnet34" else None,
         "train_seed": opts["train_seed"],
+        "streams": opts["streams"],
         "step": cfg.step if cell.method == "ssl-gan" else "eager",  # the baselines always run eagerly
         "model_res": model_cfg.model_res,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
@@ -347,6 +349,7 @@ def folder_options(args: argparse.Namespace) -> dict[str, Any]:
         "g_lr_scale": args.g_lr_scale,
         "labeled_sampling": args.labeled_sampling,
         "train_seed": args.train_seed,
+        "streams": STREAMS_VERSION,
     }
 
 
@@ -388,6 +391,8 @@ def row_setting(row: dict, key: str) -> Any:
     the same learner, and one that set the option otherwise must not."""
     if key in row:
         return row[key]
+    if key == "streams":  # rows from before the trainers' streams were versioned
+        return 1
     if (key in _SSL_GAN_ONLY and row["method"] != "ssl-gan") or (
         key == "labeled_sampling" and row["method"] == "resnet34"
     ):
@@ -418,6 +423,12 @@ def _check_same_folder_options(out: Path, opts: dict[str, Any]) -> None:
                 f"{out} holds runs with {flag} {shown}; resume it with {flag} {shown} "
                 f"or write these runs to another --out folder"
             )
+    if before.get("streams", 1) != opts["streams"]:
+        raise SystemExit(
+            f"{out} holds runs drawn from the trainers' random streams version {before.get('streams', 1)}; "
+            f"this code draws version {opts['streams']}, so its seeds are other draws: write these runs "
+            "to another --out folder"
+        )
 
 
 def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> dict:
@@ -445,6 +456,7 @@ def write_meta(p: Plan, args: argparse.Namespace, command: str, host: str) -> di
         "g_lr_scale": p.opts["g_lr_scale"],
         "labeled_sampling": p.opts["labeled_sampling"],
         "train_seed": p.opts["train_seed"],
+        "streams": p.opts["streams"],
     }
     previous = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     meta["commands"] = [*previous.get("commands", []), command]

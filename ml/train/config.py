@@ -20,6 +20,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+# Which random streams the trainers draw from: 1 until 2026-12-08 (one host and one device
+# generator per trainer, drawn in each trainer's own order), 2 since (``ml.train.loop.Streams``).
+# A seed under one version is another training draw under the other; benchmark rows record it.
+STREAMS_VERSION = 2
+
+
 INPUT_NORMS = ("image", "none")
 POOLS = ("mean", "max")
 PRECISIONS = ("fp32", "bf16")

@@ -145,6 +145,17 @@ def test_draws_must_share_the_learner_and_differ_in_seed(tmp_path, draws):
         load_arm(f"{draws[0]}+{draws[0]}")
 
 
+def test_a_seed_under_other_random_streams_is_another_draw(tmp_path, draws):
+    """Rows without a streams version ran before ml.train.loop.Streams: their seed 0 and a seed 0
+    under version 2 are two draws; two seed-0 folders under version 2 are the same run twice."""
+    new = _folder(tmp_path / "new", [("convnet", 20, 0, 0.7), ("convnet", 20, 1, 0.9)], streams=2)
+    arm = load_arm(f"{draws[0]}+{new}")
+    assert len(arm.draws[(20, 0)]) == 2
+    again = _folder(tmp_path / "again", [("convnet", 20, 0, 0.7)], streams=2)
+    with pytest.raises(SystemExit, match=r"seeds \[0, 0\] repeat under the same random streams"):
+        load_arm(f"{new}+{again}")
+
+
 def test_a_draw_of_another_split_is_refused(arms, draws, tmp_path):
     moved = _folder(tmp_path / "moved", [("convnet", 20, 0, 0.8)], split={**SPLIT, "seed": 1}, train_seed=7)
     with pytest.raises(SystemExit, match="differ in split"):

@@ -395,3 +395,9 @@ def test_train_seed_redraws_every_runs_streams_and_binds_the_folder(tmp_path):
     (out / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(SystemExit, match="--train-seed 0"):
         paper.main(argv)
+    meta["train_seed"] = 2
+    del meta["streams"]  # a folder from before the versioned streams: its seeds are other draws
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="random streams version 1; this code draws version 2"):
+        paper.main(argv)
+    assert [r["streams"] for r in rows] == [2, 2]
