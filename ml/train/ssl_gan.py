@@ -90,7 +90,7 @@ class SSLGANStep:
         amp_dtype: torch.dtype | None = None,
         capturable: bool = False,
     ) -> None:
-        self.d, self.g, self.cfg, self.device, self.streams = d, g, cfg, device, streams
+        self.d, self.g, self.cfg, self.device = d, g, cfg, device
         # The iteration's three device streams (torch's global generator when None).
         self.lab_gen, self.unl_gen, self.noise_gen = streams.device_generators() if streams else (None,) * 3
         self.amp_dtype = amp_dtype  # bf16 autocast of the forward passes (benchmarked, off by default)
@@ -201,8 +201,9 @@ class GraphedStep:
         if self.graph is None:
             self.static = tuple(b.clone() for b in batches)
             self.graph = torch.cuda.CUDAGraph()
-            if self.step.streams is not None:  # generators of our own must be known to the graph
-                for gen in self.step.streams.device_generators():
+            step = self.step
+            for gen in (step.lab_gen, step.unl_gen, step.noise_gen):  # ours must be known to the graph
+                if gen is not None:
                     self.graph.register_generator_state(gen)
             with torch.cuda.graph(self.graph):
                 self.out = self.step(*self.static)
